@@ -1,0 +1,32 @@
+"""Data layer: readers for CoNSeP and generic instance-label folders, type grouping, sliding-window crops and a
+procedural toy dataset. Samples follow the data contract documented in :mod:`monai_dafgan.data.io`."""
+
+from .collate import nuclei_collate
+from .crops import SlidingWindowCropd, SlidingWindowCropDataset, crop_sample, window_starts
+from .datasets import LoadNucleiSampled, consep_file_list, load_consep, load_nuclei_folder, nuclei_file_list
+from .io import NucleiDataError, check_sample, make_sample, read_label_file, read_rgb_image, read_sample, write_consep_sample
+from .types import NUM_TYPES, TYPE_COLORS, TYPE_NAMES, merge_types
+
+__all__ = [
+    "NUM_TYPES",
+    "TYPE_COLORS",
+    "TYPE_NAMES",
+    "LoadNucleiSampled",
+    "NucleiDataError",
+    "SlidingWindowCropDataset",
+    "SlidingWindowCropd",
+    "check_sample",
+    "consep_file_list",
+    "crop_sample",
+    "load_consep",
+    "load_nuclei_folder",
+    "make_sample",
+    "merge_types",
+    "nuclei_collate",
+    "nuclei_file_list",
+    "read_label_file",
+    "read_rgb_image",
+    "read_sample",
+    "window_starts",
+    "write_consep_sample",
+]

@@ -1,0 +1,76 @@
+"""Nucleus types: the four merged CoNSeP classes every part of the package uses.
+
+CoNSeP annotates seven raw classes; HoVer-Net (and the DAFF-GAN paper) merge them into four:
+
+=====  ==============================  =========================================
+merged name                            raw CoNSeP classes
+=====  ==============================  =========================================
+0      background                      0
+1      other (miscellaneous)           1
+2      inflammatory                    2
+3      epithelial                      3 healthy + 4 dysplastic/malignant
+4      spindle-shaped                  5 fibroblast + 6 muscle + 7 endothelial
+=====  ==============================  =========================================
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+NUM_TYPES = 4
+TYPE_NAMES: dict[int, str] = {1: "other", 2: "inflammatory", 3: "epithelial", 4: "spindle"}
+#: Display colours (RGB) as in the DAFF-GAN paper's point maps.
+TYPE_COLORS: dict[int, tuple[int, int, int]] = {
+    1: (230, 25, 25),  # red: other
+    2: (255, 220, 0),  # yellow: inflammatory
+    3: (20, 190, 40),  # green: epithelial
+    4: (30, 80, 255),  # blue: spindle-shaped
+}
+RAW_CONSEP_MAX_TYPE = 7
+#: Lookup table raw CoNSeP class (index) -> merged class (value).
+RAW_TO_MERGED = np.array([0, 1, 2, 3, 3, 4, 4, 4], dtype=np.int32)
+
+TypeScheme = Literal["auto", "consep_raw", "merged"]
+
+
+def resolve_type_scheme(type_scheme: TypeScheme, max_type: int) -> Literal["consep_raw", "merged"]:
+    """Decide how type ids are to be read.
+
+    ``"auto"`` reads ids as raw CoNSeP when any id exceeds 4, else as already merged. A raw file that happens to
+    hold only classes 0..4 is ambiguous (raw 4 is epithelial, merged 4 is spindle): pass ``"consep_raw"`` for it.
+    """
+    if type_scheme == "auto":
+        return "consep_raw" if max_type > NUM_TYPES else "merged"
+    if type_scheme not in ("consep_raw", "merged"):
+        raise ValueError(f"type_scheme must be 'auto', 'consep_raw' or 'merged', got {type_scheme!r}.")
+    return type_scheme
+
+
+def merge_types(types: np.ndarray, type_scheme: TypeScheme = "auto") -> np.ndarray:
+    """Map type ids to the merged 0..4 classes.
+
+    Args:
+        types: integer array of any shape (a type map or per-instance types).
+        type_scheme: ``"consep_raw"`` (0..7, merged 3,4->3 and 5,6,7->4), ``"merged"`` (0..4, unchanged) or
+            ``"auto"`` (see :func:`resolve_type_scheme`).
+
+    Returns:
+        int32 array of the same shape with values in 0..4.
+
+    Raises:
+        ValueError: when an id is outside the range of the scheme.
+    """
+    types = np.asarray(types)
+    if types.size == 0:
+        return types.astype(np.int32)
+    lo, hi = int(types.min()), int(types.max())
+    scheme = resolve_type_scheme(type_scheme, hi)
+    top = RAW_CONSEP_MAX_TYPE if scheme == "consep_raw" else NUM_TYPES
+    if lo < 0 or hi > top:
+        bad = lo if lo < 0 else hi
+        raise ValueError(f"type id {bad} is out of range 0..{top} for {scheme} types.")
+    if scheme == "merged":
+        return types.astype(np.int32)
+    return RAW_TO_MERGED[types]
