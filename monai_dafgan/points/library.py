@@ -1,0 +1,170 @@
+"""The centroid library: every annotated nucleus centroid with its type, and the statistics random generation
+draws from (stage 1 of DAFF-GAN)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from ..data.types import NUM_TYPES
+
+
+@dataclass(frozen=True)
+class PointStatistics:
+    """What a point set of one patch size looks like, measured on a library; all arrays index types as ``t - 1``.
+
+    Attributes:
+        spatial_size: the patch size the window statistics refer to.
+        type_counts: (N, T) int, nuclei of each type in N random library windows of ``spatial_size``: the joint
+            distribution of density and type mix per patch.
+        mixing: (T, T), row t: how often a type-t nucleus's nearest neighbour in its window has type u (rows sum
+            to 1; a type absent from the library has a uniform row).
+        nearest_distances: ``[t][u]`` float arrays, the distance from each type-t nucleus to its nearest
+            neighbour in the same window, for the type-t nuclei whose nearest neighbour has type u. Measured in
+            windows, not whole tiles, because a window's nuclei near its edge lose their outside neighbours.
+        min_spacing: (T, T), the 1st percentile of the distances from type-t nuclei to their nearest type-u
+            nucleus: the hard core two nuclei keep.
+    """
+
+    spatial_size: tuple[int, int]
+    type_counts: np.ndarray
+    mixing: np.ndarray
+    nearest_distances: list[list[np.ndarray]] = field(repr=False)
+    min_spacing: np.ndarray
+
+    @property
+    def type_fractions(self) -> np.ndarray:
+        total = self.type_counts.sum(axis=0).astype(np.float64)
+        return total / max(total.sum(), 1.0)
+
+
+class CentroidLibrary:
+    """Typed nucleus centroids of a set of tiles, croppable to any window.
+
+    Args:
+        points: one (K, 3) array of (row, col, type) per tile, tile coordinates, types 1..T.
+        sizes: (height, width) of each tile.
+        names: tile names (optional).
+    """
+
+    def __init__(self, points: Sequence[np.ndarray], sizes: Sequence[Sequence[int]], names: Sequence[str] | None = None):
+        if len(points) != len(sizes) or not len(points):
+            raise ValueError(f"need one size per point array and at least one tile, got {len(points)} and {len(sizes)}.")
+        self.points = [np.asarray(p, dtype=np.float32).reshape(-1, 3) for p in points]
+        self.sizes = [(int(h), int(w)) for h, w in sizes]
+        self.names = list(names) if names is not None else [f"tile_{i}" for i in range(len(points))]
+        for p, (h, w), name in zip(self.points, self.sizes, self.names):
+            types = p[:, 2]
+            if np.any((types < 1) | (types > NUM_TYPES) | (types != np.round(types))):
+                raise ValueError(f"{name}: point types must be integers in 1..{NUM_TYPES}.")
+            if np.any((p[:, 0] < 0) | (p[:, 0] >= h) | (p[:, 1] < 0) | (p[:, 1] >= w)):
+                raise ValueError(f"{name}: points lie outside the {h}x{w} tile.")
+        self._statistics: dict[tuple[int, int], PointStatistics] = {}
+
+    @classmethod
+    def from_samples(cls, samples: Iterable[Mapping]) -> CentroidLibrary:
+        """Build from samples of the data contract (e.g. :func:`monai_dafgan.data.load_consep`)."""
+        samples = list(samples)
+        return cls(
+            [s["points"] for s in samples],
+            [np.asarray(s["label_inst"]).shape[-2:] for s in samples],
+            [s.get("name", f"tile_{i}") for i, s in enumerate(samples)],
+        )
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+    @property
+    def num_points(self) -> int:
+        return sum(len(p) for p in self.points)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write to a ``.npz`` file (positions, types, tile sizes and names; no images)."""
+        np.savez_compressed(
+            path,
+            points=np.concatenate(self.points),
+            counts=np.array([len(p) for p in self.points]),
+            sizes=np.array(self.sizes),
+            names=np.array(self.names),
+        )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> CentroidLibrary:
+        with np.load(Path(path), allow_pickle=False) as f:
+            splits = np.cumsum(f["counts"])[:-1]
+            return cls(np.split(f["points"], splits), f["sizes"].tolist(), f["names"].tolist())
+
+    def crop(self, tile: int, top: int, left: int, size: Sequence[int]) -> np.ndarray:
+        """Points of ``tile`` inside the window at (``top``, ``left``) of ``size``, in window coordinates."""
+        p = self.points[tile]
+        h, w = size
+        inside = (p[:, 0] >= top) & (p[:, 0] < top + h) & (p[:, 1] >= left) & (p[:, 1] < left + w)
+        return (p[inside] - np.array([top, left, 0], np.float32)).astype(np.float32)
+
+    def random_window(self, rng: np.random.RandomState, size: Sequence[int]) -> tuple[int, int, int]:
+        """A uniformly random window position ``(tile, top, left)`` over all tiles large enough for ``size``."""
+        h, w = size
+        room = np.array([max(th - h + 1, 0) * max(tw - w + 1, 0) for th, tw in self.sizes], dtype=np.float64)
+        if room.sum() == 0:
+            raise ValueError(f"no library tile is large enough for a {h}x{w} window (largest {max(self.sizes)}).")
+        tile = int(rng.choice(len(room), p=room / room.sum()))
+        th, tw = self.sizes[tile]
+        return tile, int(rng.randint(0, th - h + 1)), int(rng.randint(0, tw - w + 1))
+
+    def random_patch(self, rng: np.random.RandomState, size: Sequence[int]) -> np.ndarray:
+        """The points of a uniformly random library window of ``size``."""
+        tile, top, left = self.random_window(rng, size)
+        return self.crop(tile, top, left, size)
+
+    def statistics(self, spatial_size: Sequence[int], num_windows: int = 2000, seed: int = 0) -> PointStatistics:
+        """:class:`PointStatistics` for patches of ``spatial_size`` (computed once per size, deterministic)."""
+        size = (int(spatial_size[0]), int(spatial_size[1]))
+        if size not in self._statistics:
+            rng = np.random.RandomState(seed)
+            windows = [self.random_patch(rng, size) for _ in range(num_windows)]
+            counts = np.stack([np.bincount(w[:, 2].astype(np.int64), minlength=NUM_TYPES + 1)[1:] for w in windows])
+            mixing, nearest = _nearest_neighbours(windows)
+            spacing = np.array([[np.percentile(d, 1) if len(d) else 0.0 for d in row] for row in neighbour_distances_by_type(self.points)])
+            self._statistics[size] = PointStatistics(size, counts, mixing, nearest, spacing)
+        return self._statistics[size]
+
+
+def neighbour_distances_by_type(point_sets: Iterable[np.ndarray], num_types: int = NUM_TYPES) -> list[list[np.ndarray]]:
+    """``[t][u]``: distances from every type-t point to its nearest type-u point (itself excluded), pooled over sets."""
+    out: list[list[list[np.ndarray]]] = [[[] for _ in range(num_types)] for _ in range(num_types)]
+    for points in point_sets:
+        by_type = [points[points[:, 2] == t + 1, :2] for t in range(num_types)]
+        trees = [cKDTree(xy) if len(xy) else None for xy in by_type]
+        for t, xy in enumerate(by_type):
+            if not len(xy):
+                continue
+            for u, tree in enumerate(trees):
+                if tree is None or (u == t and len(xy) < 2):
+                    continue
+                k = 2 if u == t else 1
+                d, _ = tree.query(xy, k=k)
+                out[t][u].append(d[:, 1] if u == t else d)
+    return [[np.concatenate(d) if d else np.zeros(0) for d in row] for row in out]
+
+
+def _nearest_neighbours(point_sets: Sequence[np.ndarray], num_types: int = NUM_TYPES) -> tuple[np.ndarray, list]:
+    """Nearest-neighbour type mixing matrix and nearest-neighbour distances by (type, neighbour type)."""
+    mixing = np.zeros((num_types, num_types))
+    nearest: list[list[list[np.ndarray]]] = [[[] for _ in range(num_types)] for _ in range(num_types)]
+    for points in point_sets:
+        if len(points) < 2:
+            continue
+        d, idx = cKDTree(points[:, :2]).query(points[:, :2], k=2)
+        t, u = points[:, 2].astype(int) - 1, points[idx[:, 1], 2].astype(int) - 1
+        np.add.at(mixing, (t, u), 1)
+        for a in range(num_types):
+            for b in range(num_types):
+                nearest[a][b].append(d[(t == a) & (u == b), 1])
+    rows = mixing.sum(axis=1, keepdims=True)
+    mixing = np.where(rows > 0, mixing / np.maximum(rows, 1), 1.0 / num_types)
+    return mixing, [[np.concatenate(d) if d else np.zeros(0) for d in row] for row in nearest]
