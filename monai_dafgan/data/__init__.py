@@ -5,6 +5,7 @@ from .collate import nuclei_collate
 from .crops import SlidingWindowCropd, SlidingWindowCropDataset, crop_sample, window_starts
 from .datasets import LoadNucleiSampled, consep_file_list, load_consep, load_nuclei_folder, nuclei_file_list
 from .io import NucleiDataError, check_sample, make_sample, read_label_file, read_rgb_image, read_sample, write_consep_sample
+from .toy import make_toy_consep, make_toy_sample
 from .types import NUM_TYPES, TYPE_COLORS, TYPE_NAMES, merge_types
 
 __all__ = [
@@ -21,6 +22,8 @@ __all__ = [
     "load_consep",
     "load_nuclei_folder",
     "make_sample",
+    "make_toy_consep",
+    "make_toy_sample",
     "merge_types",
     "nuclei_collate",
     "nuclei_file_list",

@@ -78,8 +78,11 @@ def instance_majority_types(inst_map: np.ndarray, type_map: np.ndarray, num_inst
 
 
 def types_of_instances(inst_map: np.ndarray, type_map: np.ndarray, num_instances: int | None = None) -> np.ndarray:
-    """Type of ids 1..K read off a type map that is constant inside each instance, as (K,) int32."""
+    """Type of ids 1..K read off a type map that is constant inside each instance, as (K,) int32 (ids above K
+    are ignored)."""
     k = int(inst_map.max(initial=0)) if num_instances is None else num_instances
+    ids = inst_map.ravel()
+    keep = ids <= k
     types = np.zeros(k + 1, dtype=np.int32)
-    types[inst_map.ravel()] = type_map.ravel()
+    types[ids[keep]] = type_map.ravel()[keep]
     return types[1:]

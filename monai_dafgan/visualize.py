@@ -1,0 +1,292 @@
+"""Picture helpers for the demo, the point previews and the synthesis grids: nuclei overlays, type maps, panel grids
+with labels, a type-colour legend and atomic PNG writing. Only numpy and PIL; every per-pixel step is vectorised.
+
+Images may be given as the data contract's (3, H, W) float 0..255 or as (H, W, 3) uint8 (see :func:`to_rgb_uint8`);
+label maps as (1, H, W) or (H, W) integers. Every function returns (H, W, 3) uint8, ready for :func:`save_png`.
+Type colours are :data:`monai_dafgan.data.types.TYPE_COLORS`: red other, yellow inflammatory, green epithelial,
+blue spindle.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from .data.types import NUM_TYPES, TYPE_COLORS, TYPE_NAMES
+
+__all__ = [
+    "image_grid",
+    "instance_boundaries",
+    "legend_strip",
+    "overlay_nuclei",
+    "save_png",
+    "to_rgb_uint8",
+    "type_map_to_rgb",
+]
+
+#: Colour of instances without a type (``label_type`` absent or 0 there).
+UNTYPED_COLOR = (255, 255, 255)
+_TEXT_COLOR = (0, 0, 0)
+
+
+def _type_palette(zero_color: tuple[int, int, int]) -> np.ndarray:
+    """(NUM_TYPES + 1, 3) uint8 lookup table: index 0 gets ``zero_color``, 1..4 the type colours."""
+    return np.array([zero_color] + [TYPE_COLORS[t] for t in range(1, NUM_TYPES + 1)], dtype=np.uint8)
+
+
+def _as_numpy(array) -> np.ndarray:
+    if hasattr(array, "detach"):  # torch tensors, also on GPU or with grad
+        array = array.detach().cpu().numpy()
+    return np.asarray(array)
+
+
+def to_rgb_uint8(image) -> np.ndarray:
+    """Convert an image to (H, W, 3) uint8.
+
+    Accepts channel-first (3, H, W) / (1, H, W) or channel-last (H, W, 3) / (H, W, 1) / (H, W) arrays (or tensors),
+    float values in 0..255 (clipped and rounded) or uint8. A uint8 array whose first and last axes both have size 3
+    is read channel-last, any other with a first axis of 3 channel-first.
+    """
+    array = _as_numpy(image)
+    if array.ndim == 3:
+        channel_last = array.shape[-1] in (1, 3) and (array.dtype == np.uint8 or array.shape[0] not in (1, 3))
+        if not channel_last:
+            if array.shape[0] not in (1, 3):
+                raise ValueError(f"expected (3, H, W), (1, H, W), (H, W, 3) or (H, W) image, got shape {array.shape}.")
+            array = np.moveaxis(array, 0, -1)
+    elif array.ndim == 2:
+        array = array[..., None]
+    else:
+        raise ValueError(f"expected (3, H, W), (1, H, W), (H, W, 3) or (H, W) image, got shape {array.shape}.")
+    if array.dtype != np.uint8:
+        if array.dtype == np.bool_:
+            array = array.astype(np.uint8) * 255
+        else:
+            array = np.clip(np.rint(array.astype(np.float32)), 0, 255).astype(np.uint8)
+    if array.shape[-1] == 1:
+        array = np.repeat(array, 3, axis=-1)
+    return np.ascontiguousarray(array)
+
+
+def _as_label_map(label, shape: tuple[int, int] | None, what: str) -> np.ndarray:
+    array = _as_numpy(label)
+    if array.ndim == 3 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim != 2:
+        raise ValueError(f"{what} must be (1, H, W) or (H, W), got shape {array.shape}.")
+    if shape is not None and array.shape != tuple(shape):
+        raise ValueError(f"{what} is {array.shape[0]}x{array.shape[1]} but the image is {shape[0]}x{shape[1]}.")
+    if array.dtype.kind not in "iub":
+        if array.dtype.kind != "f" or np.any(array != np.round(array)):
+            raise ValueError(f"{what} must hold integers, got dtype {array.dtype}.")
+    return array.astype(np.int64)
+
+
+def _type_indices(label_type: np.ndarray) -> np.ndarray:
+    if label_type.size and (label_type.min() < 0 or label_type.max() > NUM_TYPES):
+        raise ValueError(f"label_type values must lie in 0..{NUM_TYPES}, got {label_type.min()}..{label_type.max()}.")
+    return label_type
+
+
+def instance_boundaries(label_inst) -> np.ndarray:
+    """Inner 1-pixel boundary of every instance, as (H, W) bool.
+
+    A pixel of instance ``k`` is on the boundary when one of its 4 neighbours is not ``k`` (background or another
+    instance); pixels at the image border count only where a neighbour inside the image differs. Two touching
+    instances thus each get their own boundary line.
+
+    Args:
+        label_inst: (1, H, W) or (H, W) instance map, 0 background.
+    """
+    inst = _as_label_map(label_inst, None, "label_inst")
+    boundary = np.zeros(inst.shape, dtype=bool)
+    vertical = inst[1:] != inst[:-1]
+    boundary[1:] |= vertical
+    boundary[:-1] |= vertical
+    horizontal = inst[:, 1:] != inst[:, :-1]
+    boundary[:, 1:] |= horizontal
+    boundary[:, :-1] |= horizontal
+    return boundary & (inst > 0)
+
+
+def overlay_nuclei(image, label_inst, label_type=None, alpha: float = 0.0) -> np.ndarray:
+    """Draw each instance's 1-pixel boundary in its type colour over the image.
+
+    Args:
+        image: (3, H, W) float 0..255 or (H, W, 3) uint8 (see :func:`to_rgb_uint8`).
+        label_inst: (1, H, W) or (H, W) instance map, 0 background.
+        label_type: optional (1, H, W) or (H, W) type map with values 0..4; instances are white where it is absent
+            or 0.
+        alpha: opacity (0..1) of a fill of each instance in its colour, under the boundary.
+
+    Returns:
+        (H, W, 3) uint8.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in 0..1, got {alpha}.")
+    rgb = to_rgb_uint8(image).copy()
+    inst = _as_label_map(label_inst, rgb.shape[:2], "label_inst")
+    palette = _type_palette(UNTYPED_COLOR)
+    if label_type is None:
+        colours = np.broadcast_to(palette[0], rgb.shape)
+    else:
+        colours = palette[_type_indices(_as_label_map(label_type, rgb.shape[:2], "label_type"))]
+    if alpha > 0:
+        inside = inst > 0
+        blended = (1.0 - alpha) * rgb[inside].astype(np.float32) + alpha * colours[inside].astype(np.float32)
+        rgb[inside] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+    boundary = instance_boundaries(inst)
+    rgb[boundary] = colours[boundary]
+    return rgb
+
+
+def type_map_to_rgb(label_type) -> np.ndarray:
+    """Colour a (1, H, W) or (H, W) type map (0..4): background black, types in their colours; (H, W, 3) uint8."""
+    types = _type_indices(_as_label_map(label_type, None, "label_type"))
+    return _type_palette((0, 0, 0))[types]
+
+
+def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    return ImageFont.load_default()
+
+
+def _text_size(draw: ImageDraw.ImageDraw, text: str, font) -> tuple[int, int]:
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    return right - left, bottom - top
+
+
+def _fit_text(draw: ImageDraw.ImageDraw, text: str, font, max_width: int) -> str:
+    """``text``, cut and ended with '...' where it is wider than ``max_width`` pixels."""
+    if _text_size(draw, text, font)[0] <= max_width:
+        return text
+    for end in range(len(text) - 1, 0, -1):
+        shortened = text[:end].rstrip() + "..."
+        if _text_size(draw, shortened, font)[0] <= max_width:
+            return shortened
+    return ""
+
+
+def image_grid(
+    rows: Sequence[Sequence[np.ndarray | None]],
+    titles: Sequence[str] | None = None,
+    row_labels: Sequence[str] | None = None,
+    pad: int = 4,
+) -> np.ndarray:
+    """Tile panels into one picture on a white background.
+
+    Each column is as wide as its widest panel and each row as tall as its tallest; panels sit at the top left of
+    their cell, ``pad`` pixels apart. Rows may have different lengths, and ``None`` leaves a cell empty.
+
+    Args:
+        rows: panels, row by row; each (H, W, 3) uint8 or anything :func:`to_rgb_uint8` accepts.
+        titles: optional column titles, written above the first row (cut to the column width).
+        row_labels: optional row labels, written left of each row.
+        pad: gap and border width in pixels (>= 0).
+
+    Returns:
+        (H, W, 3) uint8.
+    """
+    if pad < 0:
+        raise ValueError(f"pad must be >= 0, got {pad}.")
+    panels = [[None if p is None else to_rgb_uint8(p) for p in row] for row in rows]
+    num_cols = max((len(row) for row in panels), default=0)
+    if num_cols == 0:
+        raise ValueError("image_grid needs at least one panel.")
+    if row_labels is not None and len(row_labels) != len(panels):
+        raise ValueError(f"got {len(row_labels)} row labels for {len(panels)} rows.")
+    if titles is not None and len(titles) > num_cols:
+        raise ValueError(f"got {len(titles)} titles for {num_cols} columns.")
+    cells = [[row[j] if j < len(row) else None for j in range(num_cols)] for row in panels]
+    col_widths = [max((row[j].shape[1] for row in cells if row[j] is not None), default=0) for j in range(num_cols)]
+    row_heights = [max((p.shape[0] for p in row if p is not None), default=0) for row in panels]
+
+    font = _font()
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    text_height = _text_size(measure, "Ag", font)[1]
+    label_width = max((_text_size(measure, str(t), font)[0] for t in row_labels), default=0) if row_labels else 0
+    left = pad + (label_width + pad if row_labels else 0)
+    top = pad + (text_height + pad if titles else 0)
+    col_starts = left + np.concatenate([[0], np.cumsum(np.add(col_widths, pad))[:-1]]).astype(int)
+    row_starts = top + np.concatenate([[0], np.cumsum(np.add(row_heights, pad))[:-1]]).astype(int)
+    width = int(left + sum(col_widths) + pad * num_cols)
+    height = int(top + sum(row_heights) + pad * len(panels))
+
+    canvas = np.full((height, width, 3), 255, dtype=np.uint8)
+    for i, row in enumerate(panels):
+        for j, panel in enumerate(row):
+            if panel is not None:
+                r, c = row_starts[i], col_starts[j]
+                canvas[r : r + panel.shape[0], c : c + panel.shape[1]] = panel
+    if not titles and not row_labels:
+        return canvas
+    picture = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(picture)
+    for j, title in enumerate(titles or ()):
+        text = _fit_text(draw, str(title), font, col_widths[j])
+        x = int(col_starts[j]) + (col_widths[j] - _text_size(draw, text, font)[0]) // 2
+        draw.text((x, pad), text, fill=_TEXT_COLOR, font=font)
+    for i, label in enumerate(row_labels or ()):
+        y = int(row_starts[i]) + (row_heights[i] - text_height) // 2
+        draw.text((pad, y), str(label), fill=_TEXT_COLOR, font=font)
+    return np.asarray(picture).copy()
+
+
+def legend_strip(width: int, pad: int = 4) -> np.ndarray:
+    """A white panel naming the four type colours (red other, yellow inflammatory, green epithelial, blue spindle),
+    ``width`` pixels wide, to put under a grid: one line when the names fit, else two or four lines.
+
+    Returns:
+        (h, width, 3) uint8.
+    """
+    if not isinstance(width, (int, np.integer)) or width < 1:
+        raise ValueError(f"width must be a positive int, got {width!r}.")
+    font = _font()
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    text_height = _text_size(measure, "Ag", font)[1]
+    swatch = text_height + 2
+    entries = [(TYPE_COLORS[t], TYPE_NAMES[t]) for t in range(1, NUM_TYPES + 1)]
+    entry_width = max(swatch + pad + _text_size(measure, name, font)[0] for _, name in entries) + 2 * pad
+    per_line = next((n for n in (NUM_TYPES, 2) if n * entry_width <= width), 1)
+    num_lines = -(-NUM_TYPES // per_line)
+    line_height = swatch + pad
+    picture = Image.new("RGB", (int(width), num_lines * line_height + pad), (255, 255, 255))
+    draw = ImageDraw.Draw(picture)
+    cell_width = min(width // per_line, entry_width)
+    for n, (colour, name) in enumerate(entries):
+        x, y = (n % per_line) * cell_width + pad, (n // per_line) * line_height + pad
+        draw.rectangle([x, y, x + swatch - 1, y + swatch - 1], fill=colour, outline=(0, 0, 0))
+        text = _fit_text(draw, name, font, max(cell_width - swatch - 3 * pad, 0))
+        draw.text((x + swatch + pad, y + (swatch - text_height) // 2), text, fill=_TEXT_COLOR, font=font)
+    return np.asarray(picture).copy()
+
+
+def save_png(array, path: str | os.PathLike) -> Path:
+    """Write an image as PNG, atomically (temporary file in the same folder, then rename); creates parent folders.
+
+    Args:
+        array: (H, W) uint8 (saved grey) or anything :func:`to_rgb_uint8` accepts (saved RGB).
+        path: destination file.
+
+    Returns:
+        ``path`` as a Path.
+    """
+    path = Path(path)
+    image = _as_numpy(array)
+    grey = image.ndim == 2 and image.dtype == np.uint8
+    picture = Image.fromarray(image if grey else to_rgb_uint8(image))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            picture.save(f, format="PNG")
+        os.chmod(tmp, 0o644)  # mkstemp makes owner-only files; a picture is meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
