@@ -1,8 +1,9 @@
 """Command line: ``python -m monai_dafgan <command> ...`` (also installed as ``monai-dafgan``).
 
 Commands:
-    demo        build the built-in toy dataset, then summarise it (counts, types, an overview picture)
-    summarize   summarise any dataset in CoNSeP layout (counts, types, an overview picture)
+    demo            build the built-in toy dataset, then summarise it (counts, types, an overview picture)
+    summarize       summarise any dataset in CoNSeP layout (counts, types, an overview picture)
+    preview-points  a PNG grid of random point sets (stage 1) next to real ones
 """
 
 from __future__ import annotations
@@ -53,6 +54,27 @@ def _cmd_summarize(args: argparse.Namespace) -> None:
     _summarize(args.data_dir, args.split, args.out, max_tiles=args.max_tiles)
 
 
+def _cmd_preview_points(args: argparse.Namespace) -> None:
+    from monai_dafgan.data import load_consep
+    from monai_dafgan.points import CentroidLibrary, PointSetDataset, points_to_maps
+    from monai_dafgan.visualize import image_grid, legend_strip, save_png, type_map_to_rgb
+
+    library = CentroidLibrary.from_samples(load_consep(args.data_dir, args.split))
+    size = (args.size, args.size)
+    rng = np.random.RandomState(args.seed)
+    real = [library.random_patch(rng, size) for _ in range(args.num)]
+    generated = PointSetDataset(library, args.num, size, seed=args.seed, draw_maps=False)
+
+    def draw(points):
+        return type_map_to_rgb(points_to_maps(points, size, radius=args.radius)[0].argmax(0))
+
+    rows = [[draw(p) for p in real], [draw(generated[i]["points"]) for i in range(args.num)]]
+    grid = image_grid(rows, row_labels=["real", "generated"])
+    save_png(np.concatenate([grid, legend_strip(grid.shape[1])], axis=0), args.out)
+    print(f"wrote {args.out}: {args.num} real and {args.num} generated {args.size}x{args.size} point sets "
+          f"from a library of {library.num_points} nuclei in {len(library)} tiles")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m monai_dafgan", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -70,6 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
     summarize.add_argument("--out", type=Path, default=Path("summary_output"))
     summarize.add_argument("--max-tiles", type=int, default=4, help="tiles shown in overview.png")
     summarize.set_defaults(func=_cmd_summarize)
+
+    preview = commands.add_parser("preview-points", help="PNG grid of generated point sets next to real ones")
+    preview.add_argument("--data-dir", type=Path, required=True, help="folder holding <split>/Images and <split>/Labels")
+    preview.add_argument("--split", default="Train")
+    preview.add_argument("--out", type=Path, default=Path("points_preview.png"))
+    preview.add_argument("--num", type=int, default=6, help="point sets per row")
+    preview.add_argument("--size", type=int, default=256, help="patch side in pixels")
+    preview.add_argument("--radius", type=float, default=3.0, help="disk radius in the picture")
+    preview.add_argument("--seed", type=int, default=0)
+    preview.set_defaults(func=_cmd_preview_points)
     return parser
 
 

@@ -1,0 +1,36 @@
+"""The command line on the toy dataset, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from PIL import Image
+
+from monai_dafgan.__main__ import main
+
+
+def test_demo_then_summarize_and_preview(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--num-tiles", "2", "--size", "256"]) == 0
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert summary["num_tiles"] == 2 and summary["num_nuclei"] > 50
+    assert sum(row["count"] for row in summary["types"].values()) == summary["num_nuclei"]
+    assert np.asarray(Image.open(tmp_path / "demo" / "overview.png")).ndim == 3
+    assert "nuclei" in capsys.readouterr().out
+
+    data = tmp_path / "demo" / "toy_consep"
+    assert main(["summarize", "--data-dir", str(data), "--out", str(tmp_path / "s")]) == 0
+    assert json.loads((tmp_path / "s" / "summary.json").read_text())["num_nuclei"] == summary["num_nuclei"]
+
+    out = tmp_path / "preview.png"
+    assert main(["preview-points", "--data-dir", str(data), "--out", str(out), "--num", "3", "--size", "128"]) == 0
+    picture = np.asarray(Image.open(out))
+    assert picture.shape[0] > 2 * 128 and picture.shape[1] > 3 * 128
+    # type colours are in the picture: yellow inflammatory and blue spindle disks
+    colours = {tuple(c) for c in picture.reshape(-1, picture.shape[-1])[:, :3]}
+    assert (255, 220, 0) in colours and (30, 80, 255) in colours
+
+
+def test_bad_folder_is_a_clear_error(tmp_path, capsys):
+    assert main(["summarize", "--data-dir", str(tmp_path / "nowhere")]) == 2
+    assert "split folder not found" in capsys.readouterr().err
