@@ -50,11 +50,12 @@ def instance_centroids(inst_map: np.ndarray, num_instances: int | None = None) -
     if inst_map.ndim != 2:
         raise ValueError(f"expected a 2-D instance map, got shape {inst_map.shape}.")
     k = int(inst_map.max(initial=0)) if num_instances is None else num_instances
-    flat = inst_map.ravel()
-    rows, cols = np.indices(inst_map.shape)
-    area = np.bincount(flat, minlength=k + 1)[1 : k + 1].astype(np.float64)
-    sum_r = np.bincount(flat, weights=rows.ravel(), minlength=k + 1)[1 : k + 1]
-    sum_c = np.bincount(flat, weights=cols.ravel(), minlength=k + 1)[1 : k + 1]
+    flat_index = np.flatnonzero(inst_map)  # only nucleus pixels: most of a tile is background
+    labels = inst_map.ravel()[flat_index]
+    rows, cols = np.divmod(flat_index, inst_map.shape[1])
+    area = np.bincount(labels, minlength=k + 1)[1 : k + 1].astype(np.float64)
+    sum_r = np.bincount(labels, weights=rows, minlength=k + 1)[1 : k + 1]
+    sum_c = np.bincount(labels, weights=cols, minlength=k + 1)[1 : k + 1]
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.stack([sum_r / area, sum_c / area], axis=1)
 
