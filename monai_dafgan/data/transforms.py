@@ -1,0 +1,119 @@
+"""Label encodings the generators consume, as MONAI array/dict transform pairs.
+
+- :class:`TypeOneHot`: a (1, H, W) type map 0..T -> (T + 1, H, W) float32 one-hot (channel 0 background).
+- :class:`InstanceEdges`: a (1, H, W) instance map -> (1, H, W) float32, 1 where a 4-neighbour has another id, on
+  both sides of every boundary (pix2pixHD's edge map), so touching nuclei stay apart in the mask-to-image
+  generator's input.
+- :class:`LabelsToPoints`: (label_inst, label_type) -> (K, 3) points, recomputed after spatial augmentation so
+  that points always match the labels they came with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.transforms import MapTransform, Transform
+
+from .instances import instance_centroids, relabel_sequential, types_of_instances
+from .types import NUM_TYPES
+
+
+def _numpy(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def _like(result: np.ndarray, reference):
+    """Return ``result`` as the same kind of container (tensor on its device, or numpy) as ``reference``."""
+    if isinstance(reference, torch.Tensor):
+        return torch.as_tensor(result, device=reference.device)
+    return result
+
+
+class TypeOneHot(Transform):
+    """(1, H, W) integer type map 0..``num_types`` -> (``num_types`` + 1, H, W) float32 one-hot."""
+
+    def __init__(self, num_types: int = NUM_TYPES):
+        self.num_types = num_types
+
+    def __call__(self, label_type):
+        types = _numpy(label_type).astype(np.int64).reshape(_numpy(label_type).shape[-2:])
+        if types.min(initial=0) < 0 or types.max(initial=0) > self.num_types:
+            raise ValueError(f"type ids must lie in 0..{self.num_types}, got {types.min()}..{types.max()}.")
+        one_hot = np.eye(self.num_types + 1, dtype=np.float32)[types].transpose(2, 0, 1)
+        return _like(np.ascontiguousarray(one_hot), label_type)
+
+
+class InstanceEdges(Transform):
+    """(1, H, W) instance map -> (1, H, W) float32 edge map (1 where a 4-neighbour has a different id)."""
+
+    def __call__(self, label_inst):
+        inst = _numpy(label_inst).reshape(_numpy(label_inst).shape[-2:])
+        edges = np.zeros(inst.shape, dtype=bool)
+        vertical = inst[1:, :] != inst[:-1, :]
+        horizontal = inst[:, 1:] != inst[:, :-1]
+        edges[1:, :] |= vertical
+        edges[:-1, :] |= vertical
+        edges[:, 1:] |= horizontal
+        edges[:, :-1] |= horizontal
+        return _like(edges[None].astype(np.float32), label_inst)
+
+
+class LabelsToPoints(Transform):
+    """(label_inst, label_type) -> (K, 3) float32 (row, col, type) of the pixel-mean centroid of each instance.
+
+    Instance ids are renumbered 1..K first (spatial transforms can remove ids); the relabelled map is returned
+    too, so that row k - 1 of the points stays instance k.
+    """
+
+    def __call__(self, label_inst, label_type) -> tuple[np.ndarray, np.ndarray]:
+        inst, _ = relabel_sequential(_numpy(label_inst).astype(np.int64).reshape(_numpy(label_inst).shape[-2:]))
+        types = _numpy(label_type).astype(np.int64).reshape(inst.shape)
+        k = int(inst.max(initial=0))
+        points = np.concatenate([instance_centroids(inst, k), types_of_instances(inst, types, k)[:, None]], axis=1)
+        return points.astype(np.float32).reshape(k, 3), inst[None].astype(np.int32)
+
+
+class TypeOneHotd(MapTransform):
+    """Dict twin of :class:`TypeOneHot`: writes the one-hot of ``keys`` to ``output_key``."""
+
+    def __init__(self, keys: KeysCollection = "label_type", output_key: Hashable = "type_onehot", num_types: int = NUM_TYPES):
+        super().__init__(keys)
+        self.output_key, self.converter = output_key, TypeOneHot(num_types)
+
+    def __call__(self, data: Mapping) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[self.output_key] = self.converter(d[key])
+        return d
+
+
+class InstanceEdgesd(MapTransform):
+    """Dict twin of :class:`InstanceEdges`: writes the edge map of ``keys`` to ``output_key``."""
+
+    def __init__(self, keys: KeysCollection = "label_inst", output_key: Hashable = "inst_edges"):
+        super().__init__(keys)
+        self.output_key, self.converter = output_key, InstanceEdges()
+
+    def __call__(self, data: Mapping) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[self.output_key] = self.converter(d[key])
+        return d
+
+
+class LabelsToPointsd(MapTransform):
+    """Dict twin of :class:`LabelsToPoints`: rewrites ``points`` and renumbers ``label_inst`` from the labels."""
+
+    def __init__(self, inst_key: Hashable = "label_inst", type_key: Hashable = "label_type", points_key: Hashable = "points"):
+        super().__init__([inst_key, type_key])
+        self.inst_key, self.type_key, self.points_key = inst_key, type_key, points_key
+        self.converter = LabelsToPoints()
+
+    def __call__(self, data: Mapping) -> dict:
+        d = dict(data)
+        points, inst = self.converter(d[self.inst_key], d[self.type_key])
+        d[self.points_key], d[self.inst_key] = points, _like(inst, d[self.inst_key])
+        return d

@@ -1,0 +1,333 @@
+"""Ignite/MONAI handlers for :class:`~monai_dafgan.engines.ConditionalGanTrainer`.
+
+- :class:`GanCheckpoint`: atomic checkpoints of everything a run needs to resume exactly (both networks,
+  optimisers, the AMP scaler, LR schedulers, RNG states, epoch and iteration), resumed automatically.
+- :class:`LossGuard`: stops training with a clear error on a NaN/infinite or exploding loss, before the broken
+  state can be checkpointed, so the last good checkpoint stays.
+- :class:`FreezeParameters`: keeps a parameter group fixed for the first N epochs (pix2pixHD's
+  ``niter_fix_global``: the global generator inside a local enhancer).
+- :class:`LinearDecayLR`: pix2pixHD's learning-rate factor, constant then linear to zero, for ``LambdaLR``.
+- :class:`GanImageGrid`: condition | real | generated grids to TensorBoard and PNG files.
+- :class:`GanProgressBar`: a progress bar showing the losses.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+
+from .trainer import GanOutputKeys
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingDivergedError(RuntimeError):
+    """A loss became NaN/infinite or exploded; training was stopped."""
+
+
+def atomic_torch_save(obj, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename: a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def unwrap(network: torch.nn.Module) -> torch.nn.Module:
+    """The module inside a ``DistributedDataParallel``/``DataParallel`` wrapper (checkpoints hold plain keys)."""
+    return network.module if isinstance(network, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)) else network
+
+
+class GanCheckpoint:
+    """Save and resume a :class:`~monai_dafgan.engines.ConditionalGanTrainer` run.
+
+    Every ``save_interval`` epochs and at the end, writes ``<save_dir>/checkpoint.pt`` (atomically) with the
+    generator, discriminator, both optimisers, the GradScaler, the given LR schedulers, the RNG states of
+    python/numpy/torch, and the epoch and iteration; at the end also writes the generator's ``state_dict`` alone
+    to ``generator_path`` (a bundle's ``models/model.pt``). On start, when ``resume`` and the checkpoint exist,
+    everything is restored and training continues after the saved epoch. In a distributed run only rank 0
+    writes, and every rank resumes.
+
+    Args:
+        save_dir: folder of ``checkpoint.pt``.
+        save_interval: epochs between checkpoints.
+        resume: resume from an existing checkpoint.
+        lr_schedulers: schedulers to save and restore with the rest.
+        generator_path: where the final generator weights go (optional).
+        keep_every: also keep ``checkpoint_epoch<N>.pt`` every this many epochs (0: never).
+    """
+
+    FILENAME = "checkpoint.pt"
+
+    def __init__(
+        self,
+        save_dir: str | os.PathLike,
+        save_interval: int = 1,
+        resume: bool = True,
+        lr_schedulers: Sequence | None = None,
+        generator_path: str | os.PathLike | None = None,
+        keep_every: int = 0,
+    ):
+        self.save_dir, self.save_interval, self.resume = Path(save_dir), save_interval, resume
+        self.lr_schedulers = list(lr_schedulers or [])
+        self.generator_path = None if generator_path is None else Path(generator_path)
+        self.keep_every = keep_every
+
+    @property
+    def path(self) -> Path:
+        return self.save_dir / self.FILENAME
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self.load)
+        engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.save_interval), self.save)
+        engine.add_event_handler(Events.COMPLETED, self.save_final)
+
+    def state_dict(self, engine) -> dict:
+        return {
+            "epoch": engine.state.epoch,
+            "iteration": engine.state.iteration,
+            "g_network": unwrap(engine.g_network).state_dict(),
+            "d_network": unwrap(engine.d_network).state_dict(),
+            "g_optimizer": engine.g_optimizer.state_dict(),
+            "d_optimizer": engine.d_optimizer.state_dict(),
+            "scaler": engine.scaler.state_dict(),
+            "lr_schedulers": [s.state_dict() for s in self.lr_schedulers],
+            "rng": {
+                "python": random.getstate(),
+                "numpy": np.random.get_state(),
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            },
+        }
+
+    @staticmethod
+    def _is_writer() -> bool:
+        """Only rank 0 of a distributed run writes; every rank resumes."""
+        return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or torch.distributed.get_rank() == 0
+
+    def save(self, engine) -> None:
+        if not self._is_writer():
+            return
+        state = self.state_dict(engine)
+        atomic_torch_save(state, self.path)
+        if self.keep_every and engine.state.epoch % self.keep_every == 0:
+            atomic_torch_save(state, self.save_dir / f"checkpoint_epoch{engine.state.epoch}.pt")
+        logger.info(f"saved checkpoint of epoch {engine.state.epoch} to {self.path}")
+
+    def save_final(self, engine) -> None:
+        if engine.state.epoch % self.save_interval:
+            self.save(engine)
+        if self.generator_path is not None and self._is_writer():
+            atomic_torch_save(unwrap(engine.g_network).state_dict(), self.generator_path)
+            logger.info(f"saved generator weights to {self.generator_path}")
+
+    def load(self, engine) -> None:
+        if not (self.resume and self.path.is_file()):
+            return
+        state = torch.load(self.path, map_location=engine.state.device, weights_only=False)
+        unwrap(engine.g_network).load_state_dict(state["g_network"])
+        unwrap(engine.d_network).load_state_dict(state["d_network"])
+        engine.g_optimizer.load_state_dict(state["g_optimizer"])
+        engine.d_optimizer.load_state_dict(state["d_optimizer"])
+        engine.scaler.load_state_dict(state["scaler"])
+        if len(state["lr_schedulers"]) != len(self.lr_schedulers):
+            raise ValueError(f"{self.path} holds {len(state['lr_schedulers'])} LR schedulers, this run has {len(self.lr_schedulers)}.")
+        for scheduler, saved in zip(self.lr_schedulers, state["lr_schedulers"]):
+            scheduler.load_state_dict(saved)
+        rng = state["rng"]
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+        torch.set_rng_state(rng["torch"].cpu())
+        if rng["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        engine.state.epoch, engine.state.iteration = state["epoch"], state["iteration"]
+        logger.info(f"resumed from {self.path} at epoch {state['epoch']}, iteration {state['iteration']}")
+
+
+class LossGuard:
+    """Raise :class:`TrainingDivergedError` when a loss in ``engine.state.output`` is NaN/infinite or above
+    ``max_value``. Raised inside the iteration, before any checkpoint of the broken state is written."""
+
+    def __init__(self, keys: Sequence[str] = (GanOutputKeys.G_LOSS, GanOutputKeys.D_LOSS), max_value: float = 1e4):
+        self.keys, self.max_value = tuple(keys), max_value
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        output = engine.state.output
+        for key in self.keys:
+            value = output.get(key) if isinstance(output, dict) else None
+            if value is None:
+                continue
+            if not math.isfinite(value) or abs(value) > self.max_value:
+                raise TrainingDivergedError(
+                    f"{key} = {value} at epoch {engine.state.epoch}, iteration {engine.state.iteration}: training "
+                    f"stopped. The last good checkpoint (if any) is unchanged; lower the learning rate or check the "
+                    f"data, then resume."
+                )
+
+
+class FreezeParameters:
+    """Keep ``parameters`` fixed (``requires_grad=False``) until ``num_epochs`` epochs have completed.
+
+    Optimisers skip parameters without gradients, so the optimiser may hold all parameters from the start; when
+    the group is released its Adam moments start fresh, as in pix2pixHD's ``update_fixed_params``.
+
+    Args:
+        parameters: a module or an iterable of parameters, or a callable returning either (e.g.
+            ``generator.global_parameters``).
+        num_epochs: epochs to keep them fixed (0 does nothing).
+    """
+
+    def __init__(self, parameters: torch.nn.Module | Iterable | Callable, num_epochs: int):
+        self.parameters, self.num_epochs = parameters, num_epochs
+
+    def _params(self) -> list[torch.nn.Parameter]:
+        params = self.parameters() if callable(self.parameters) and not isinstance(self.parameters, torch.nn.Module) else self.parameters
+        return list(params.parameters() if isinstance(params, torch.nn.Module) else params)
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self._update)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._update)
+
+    def _update(self, engine: Engine) -> None:
+        frozen = engine.state.epoch < self.num_epochs
+        for p in self._params():
+            p.requires_grad_(not frozen)
+
+
+class LinearDecayLR:
+    """pix2pixHD's learning-rate factor for ``torch.optim.lr_scheduler.LambdaLR`` stepped once per epoch:
+    1 for ``num_constant`` epochs, then linearly down to 0 over ``num_decay`` epochs."""
+
+    def __init__(self, num_constant: int, num_decay: int):
+        self.num_constant, self.num_decay = num_constant, num_decay
+
+    def __call__(self, epoch: int) -> float:
+        if epoch < self.num_constant or self.num_decay <= 0:
+            return 1.0
+        return max(0.0, 1.0 - (epoch - self.num_constant + 1) / (self.num_decay + 1))
+
+
+class GanImageGrid:
+    """Every ``interval`` epochs, draw the last batch as rows of condition | real | generated.
+
+    The grid goes to TensorBoard (``tag``) when ``log_dir`` or ``summary_writer`` is given, and to
+    ``<png_dir>/epoch<N>.png`` when ``png_dir`` is given.
+
+    Args:
+        condition_to_rgb, target_to_rgb: turn one (C, H, W) tensor into an (H, W, 3) uint8 picture, e.g.
+            :func:`monai_dafgan.visualize.render_tensor` with ``kind`` bound.
+        max_images: rows drawn.
+    """
+
+    def __init__(
+        self,
+        condition_to_rgb: Callable,
+        target_to_rgb: Callable,
+        log_dir: str | os.PathLike | None = None,
+        png_dir: str | os.PathLike | None = None,
+        summary_writer=None,
+        interval: int = 1,
+        max_images: int = 4,
+        tag: str = "condition | real | generated",
+    ):
+        self.condition_to_rgb, self.target_to_rgb = condition_to_rgb, target_to_rgb
+        self.png_dir = None if png_dir is None else Path(png_dir)
+        self.interval, self.max_images, self.tag = interval, max_images, tag
+        self._writer, self._log_dir = summary_writer, log_dir
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self)
+
+    def grid(self, output: dict) -> np.ndarray:
+        from ..visualize import image_grid
+
+        rows = []
+        for i in range(min(self.max_images, output[GanOutputKeys.CONDITION].shape[0])):
+            rows.append([
+                self.condition_to_rgb(output[GanOutputKeys.CONDITION][i]),
+                self.target_to_rgb(output[GanOutputKeys.REAL][i]),
+                self.target_to_rgb(output[GanOutputKeys.FAKE][i]),
+            ])
+        return image_grid(rows, titles=["condition", "real", "generated"])
+
+    def __call__(self, engine: Engine) -> None:
+        from ..visualize import save_png
+
+        picture = self.grid(engine.state.output)
+        if self.png_dir is not None:
+            save_png(picture, self.png_dir / f"epoch{engine.state.epoch:04d}.png")
+        if self._writer is None and self._log_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=str(self._log_dir))
+        if self._writer is not None:
+            self._writer.add_image(self.tag, picture, engine.state.epoch, dataformats="HWC")
+            self._writer.flush()
+
+
+class GanProgressBar:
+    """A progress bar over each epoch showing ``keys`` of the output (ignite's ``ProgressBar``)."""
+
+    def __init__(self, keys: Sequence[str] = (GanOutputKeys.G_LOSS, GanOutputKeys.D_LOSS), persist: bool = True):
+        self.keys, self.persist = tuple(keys), persist
+
+    def attach(self, engine: Engine) -> None:
+        from ignite.handlers import ProgressBar
+
+        keys = self.keys
+        ProgressBar(persist=self.persist).attach(engine, output_transform=lambda out: {k: out[k] for k in keys if k in out})
+
+
+def loss_terms(output: dict) -> dict[str, float]:
+    """The float losses of a trainer output: an ``output_transform`` for MONAI's stats handlers."""
+    return {k: v for k, v in output.items() if k in GanOutputKeys.LOSSES}
+
+
+class SaveGeneratedImages:
+    """Write each generated output of an evaluator as ``<output_dir>/<name><suffix>.png``.
+
+    Works on a MONAI evaluator with ``decollate=True``: the names come from ``engine.state.batch`` (key
+    ``name_key``), the outputs from ``engine.state.output`` (key ``output_key``), drawn with ``render`` (a
+    (C, H, W) tensor -> (H, W, 3) uint8 function such as :func:`monai_dafgan.visualize.render_tensor`).
+    """
+
+    def __init__(self, output_dir: str | os.PathLike, render: Callable, output_key: str = "pred", name_key: str = "name", suffix: str = ""):
+        self.output_dir, self.render = Path(output_dir), render
+        self.output_key, self.name_key, self.suffix = output_key, name_key, suffix
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        from ..visualize import save_png
+
+        for item, output in zip(engine.state.batch, engine.state.output):
+            name = item.get(self.name_key) or f"sample_{engine.state.iteration}"
+            save_png(self.render(output[self.output_key]), self.output_dir / f"{name}{self.suffix}.png")
+
+
+def require_file(path: str | os.PathLike, hint: str = "") -> Path:
+    """``path`` if it is a file, else ``FileNotFoundError`` with ``hint`` (used to check bundle weights early)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found. {hint}".strip())
+    return path
