@@ -4,6 +4,7 @@ Commands:
     demo            build the built-in toy dataset, then summarise it (counts, types, an overview picture)
     summarize       summarise any dataset in CoNSeP layout (counts, types, an overview picture)
     preview-points  a PNG grid of random point sets (stage 1) next to real ones
+    plot-losses     a PNG of the loss curves of a training run (its TensorBoard folder)
 """
 
 from __future__ import annotations
@@ -75,6 +76,20 @@ def _cmd_preview_points(args: argparse.Namespace) -> None:
           f"from a library of {library.num_points} nuclei in {len(library)} tiles")
 
 
+def _cmd_plot_losses(args: argparse.Namespace) -> None:
+    from monai_dafgan.visualize import line_plot, read_tensorboard_scalars, save_png
+
+    scalars = read_tensorboard_scalars(args.log_dir)
+    if not scalars:
+        raise FileNotFoundError(f"no TensorBoard scalars in {args.log_dir}")
+    generator = {k.split("/")[-1]: v for k, v in scalars.items() if k.split("/")[-1].startswith("g_")}
+    discriminator = {k.split("/")[-1]: v for k, v in scalars.items() if k.split("/")[-1].startswith("d_")}
+    panels = [line_plot(generator, title="generator losses", smooth=args.smooth),
+              line_plot(discriminator, title="discriminator losses", smooth=args.smooth)]
+    save_png(np.concatenate(panels, axis=0), args.out)
+    print(f"wrote {args.out} ({', '.join(sorted(generator) + sorted(discriminator))}; {len(next(iter(scalars.values()))[0])} points)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m monai_dafgan", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -102,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("--radius", type=float, default=3.0, help="disk radius in the picture")
     preview.add_argument("--seed", type=int, default=0)
     preview.set_defaults(func=_cmd_preview_points)
+
+    plot = commands.add_parser("plot-losses", help="PNG of the loss curves of a training run")
+    plot.add_argument("--log-dir", type=Path, required=True, help="TensorBoard folder of the run (a bundle's runs/)")
+    plot.add_argument("--out", type=Path, default=Path("losses.png"))
+    plot.add_argument("--smooth", type=int, default=10, help="moving-average window in iterations")
+    plot.set_defaults(func=_cmd_plot_losses)
     return parser
 
 
@@ -111,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         args.func(args)
-    except (NucleiDataError, FileExistsError) as err:
+    except (NucleiDataError, FileExistsError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

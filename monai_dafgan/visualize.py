@@ -290,3 +290,88 @@ def save_png(array, path: str | os.PathLike) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def render_tensor(x, kind: str = "image", value_range: tuple[float, float] = (-1.0, 1.0)) -> np.ndarray:
+    """Picture of one network input or output (C, H, W), as (H, W, 3) uint8.
+
+    Args:
+        x: a tensor or array.
+        kind: ``"image"`` (3 RGB channels in ``value_range``), ``"types"`` (one channel per class, background
+            first: one-hot maps, probabilities or logits, drawn by argmax in the type colours) or ``"types_edges"``
+            (``"types"`` plus a last instance-edge channel drawn in white).
+        value_range: range of ``"image"`` values.
+    """
+    x = _as_numpy(x).astype(np.float32)
+    if x.ndim != 3:
+        raise ValueError(f"expected a (C, H, W) array, got shape {x.shape}.")
+    if kind == "image":
+        lo, hi = value_range
+        return to_rgb_uint8(np.clip((x[:3] - lo) / (hi - lo), 0, 1) * 255)
+    if kind == "types":
+        return type_map_to_rgb(x.argmax(0))
+    if kind == "types_edges":
+        picture = type_map_to_rgb(x[:-1].argmax(0))
+        picture[x[-1] > 0.5] = UNTYPED_COLOR
+        return picture
+    raise ValueError(f"kind must be 'image', 'types' or 'types_edges', got {kind!r}.")
+
+
+_SERIES_COLORS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 103, 189), (140, 86, 75), (227, 119, 194), (127, 127, 127)]
+
+
+def line_plot(
+    series: dict[str, tuple[np.ndarray, np.ndarray]], width: int = 720, height: int = 360, title: str = "", smooth: int = 1
+) -> np.ndarray:
+    """A simple line chart of named (x, y) series as (H, W, 3) uint8, with axes labels at the extremes.
+
+    Args:
+        series: name -> (x values, y values).
+        smooth: moving-average window applied to each y (1: none).
+    """
+    image = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    font = _font()
+    left, right, top, bottom = 56, width - 150, 24, height - 28
+    finite = [np.asarray(y, float)[np.isfinite(np.asarray(y, float))] for _, y in series.values()]
+    xs = [np.asarray(x, float) for x, _ in series.values() if len(x)]
+    if not xs or not any(len(f) for f in finite):
+        draw.text((left, top), "no data", fill=_TEXT_COLOR, font=font)
+        return np.asarray(image)
+    x_lo, x_hi = min(x.min() for x in xs), max(x.max() for x in xs)
+    y_lo, y_hi = min(f.min() for f in finite if len(f)), max(f.max() for f in finite if len(f))
+    x_hi, y_hi = (x_hi if x_hi > x_lo else x_lo + 1), (y_hi if y_hi > y_lo else y_lo + 1)
+    draw.rectangle([left, top, right, bottom], outline=(0, 0, 0))
+    draw.text((4, top - 2), f"{y_hi:.3g}", fill=_TEXT_COLOR, font=font)
+    draw.text((4, bottom - 10), f"{y_lo:.3g}", fill=_TEXT_COLOR, font=font)
+    draw.text((left, bottom + 6), f"{x_lo:.0f}", fill=_TEXT_COLOR, font=font)
+    draw.text((right - 30, bottom + 6), f"{x_hi:.0f}", fill=_TEXT_COLOR, font=font)
+    if title:
+        draw.text((left, 4), title, fill=_TEXT_COLOR, font=font)
+    for i, (name, (x, y)) in enumerate(series.items()):
+        color = _SERIES_COLORS[i % len(_SERIES_COLORS)]
+        x, y = np.asarray(x, float), np.asarray(y, float)
+        if smooth > 1 and len(y) >= smooth:
+            y = np.convolve(y, np.ones(smooth) / smooth, mode="valid")
+            x = x[smooth - 1 :]
+        px = left + (x - x_lo) / (x_hi - x_lo) * (right - left)
+        py = bottom - (y - y_lo) / (y_hi - y_lo) * (bottom - top)
+        points = [(float(a), float(b)) for a, b in zip(px, py) if np.isfinite(b)]
+        if len(points) > 1:
+            draw.line(points, fill=color, width=2)
+        draw.line([(right + 10, top + 8 + 16 * i), (right + 30, top + 8 + 16 * i)], fill=color, width=3)
+        draw.text((right + 36, top + 2 + 16 * i), name, fill=_TEXT_COLOR, font=font)
+    return np.asarray(image)
+
+
+def read_tensorboard_scalars(log_dir) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """All scalar series of the TensorBoard event files in ``log_dir``: tag -> (steps, values)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    merged: dict[str, dict[int, float]] = {}
+    for path in sorted(Path(log_dir).glob("events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(path), size_guidance={"scalars": 0})
+        accumulator.Reload()
+        for tag in accumulator.Tags().get("scalars", []):
+            merged.setdefault(tag, {}).update({e.step: e.value for e in accumulator.Scalars(tag)})
+    return {tag: (np.array(sorted(v)), np.array([v[s] for s in sorted(v)])) for tag, v in merged.items()}

@@ -34,3 +34,18 @@ def test_demo_then_summarize_and_preview(tmp_path, capsys):
 def test_bad_folder_is_a_clear_error(tmp_path, capsys):
     assert main(["summarize", "--data-dir", str(tmp_path / "nowhere")]) == 2
     assert "split folder not found" in capsys.readouterr().err
+
+
+def test_plot_losses_from_tensorboard_events(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=str(tmp_path / "runs"))
+    for step in range(1, 31):
+        writer.add_scalar("loss/g_loss", 10.0 / step, step)
+        writer.add_scalar("loss/d_loss", 0.5, step)
+    writer.close()
+    out = tmp_path / "losses.png"
+    assert main(["plot-losses", "--log-dir", str(tmp_path / "runs"), "--out", str(out), "--smooth", "3"]) == 0
+    picture = np.asarray(Image.open(out))
+    assert picture.shape[0] == 2 * 360 and (picture[..., 0] < 100).any()  # two panels with dark axes/lines
+    assert main(["plot-losses", "--log-dir", str(tmp_path / "empty")]) == 2
