@@ -1,0 +1,33 @@
+"""Stage 3 of DAFF-GAN as data: the three-stage synthesizer (points -> instance mask -> H&E image),
+``SyntheticNucleiDataset``, and on-the-fly mixing of synthetic samples into real training data."""
+
+from .dataset import SyntheticNucleiDataset, derived_seed, point_set_at, seed_transform
+from .instances import DEFAULT_MIN_AREA, empty_instances, recover_instances
+from .mixing import MixedNucleiDataset, SyntheticBatchMixer, merge_batches
+from .synthesizer import (
+    MASK_TO_IMAGE_WEIGHTS,
+    POINTS_TO_MASK_WEIGHTS,
+    NucleiSynthesizer,
+    load_bundle_network,
+    network_channels,
+    resolve_device,
+)
+
+__all__ = [
+    "DEFAULT_MIN_AREA",
+    "MASK_TO_IMAGE_WEIGHTS",
+    "POINTS_TO_MASK_WEIGHTS",
+    "MixedNucleiDataset",
+    "NucleiSynthesizer",
+    "SyntheticBatchMixer",
+    "SyntheticNucleiDataset",
+    "derived_seed",
+    "empty_instances",
+    "load_bundle_network",
+    "merge_batches",
+    "network_channels",
+    "point_set_at",
+    "recover_instances",
+    "resolve_device",
+    "seed_transform",
+]

@@ -1,0 +1,113 @@
+"""``SyntheticNucleiDataset``: DAFF-GAN samples as a map-style MONAI dataset, a pure function of (seed, index)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from monai.data import Dataset
+from monai.transforms import Randomizable, apply_transform
+
+from ..points.dataset import PointSetDataset
+from ..points.library import CentroidLibrary
+from .synthesizer import NucleiSynthesizer
+
+__all__ = ["SyntheticNucleiDataset", "derived_seed", "point_set_at", "seed_transform"]
+
+_MAX_SEED = 2**32
+
+
+def derived_seed(*key: int) -> int:
+    """A 32-bit seed that is a pure function of the integers ``key`` (numpy ``SeedSequence``)."""
+    return int(np.random.SeedSequence([int(k) for k in key]).generate_state(1)[0])
+
+
+def seed_transform(transform: Any, *key: int) -> None:
+    """Reseed a MONAI random transform (e.g. a ``Compose``, which reseeds its children) from ``key``."""
+    if isinstance(transform, Randomizable) or hasattr(transform, "set_random_state"):
+        transform.set_random_state(seed=derived_seed(*key) % _MAX_SEED)
+
+
+def point_set_at(point_source: Any, index: int) -> np.ndarray:
+    """Item ``index`` of ``point_source`` as a (K, 3) array; items may be arrays or dicts with ``points``."""
+    item = point_source[index]
+    return np.asarray(item["points"] if isinstance(item, Mapping) else item, dtype=np.float32).reshape(-1, 3)
+
+
+class SyntheticNucleiDataset(Dataset):
+    """Synthetic nuclei samples made on demand by a :class:`NucleiSynthesizer`, as a map-style MONAI dataset.
+
+    Item ``i`` is ``synthesizer.synthesize_one(point set i)``: a sample with exactly the keys of a real sample
+    (``image`` (3, H, W) float32 0..255, ``label_inst`` and ``label_type`` (1, H, W) int32, ``points`` (K, 3)
+    float32, ``name``) plus ``synthetic: True``, so a transform chain written for real data applies unchanged.
+    ``transform`` is applied last.
+
+    Determinism: item ``i`` is a pure function of (``seed``, ``i``), identical across runs, DataLoader worker counts
+    and processes. The point set comes from ``PointSetDataset(library, num_samples, spatial_size, seed)[i]`` (or
+    ``point_source[i]``), synthesis has no randomness, and a random ``transform`` is reseeded for every item from
+    (``seed``, epoch, ``i``) (see :meth:`set_epoch`), whatever seeds DataLoader workers set.
+
+    Cost: one G1 and one G2 pass of batch 1 per item, no caching. At 256x256 with the ``small`` preset on one CPU
+    thread (a DataLoader worker's setting) that is about 0.25-0.4 s per item: G1 and G2 0.1-0.2 s each, instance
+    recovery ~0.015 s, the point set a few ms (``benchmarks/bench_synthesis_speed.py``); 2 threads on a busy
+    2-core machine were up to 20x slower, as the threads stall on each other. Use CPU DataLoader workers to overlap
+    synthesis with training, or generate once into a ``CacheDataset``/``PersistentDataset`` when the same samples
+    are reused every epoch. A CUDA synthesizer cannot run in workers: use ``num_workers=0`` or
+    :class:`~monai_dafgan.synthesis.SyntheticBatchMixer`. The random ``transform`` is reseeded in place per item,
+    so do not share one dataset between threads (process workers are fine).
+
+    Args:
+        synthesizer: the synthesizer (CPU for DataLoader workers).
+        num_samples: dataset length.
+        spatial_size: int or (H, W) of every sample.
+        seed: the dataset's seed.
+        transform: applied to each sample last (e.g. the HoVer-Net training chain).
+        point_source: a :class:`~monai_dafgan.points.CentroidLibrary` (point sets are then
+            ``PointSetDataset(library, num_samples, spatial_size, seed)`` with its default randomisation), or any
+            indexable of at least ``num_samples`` point sets ((K, 3) arrays or dicts with ``points``).
+    """
+
+    def __init__(
+        self,
+        synthesizer: NucleiSynthesizer,
+        num_samples: int,
+        spatial_size: int | Sequence[int] = 256,
+        seed: int = 0,
+        transform: Callable | None = None,
+        point_source: CentroidLibrary | Sequence | None = None,
+    ):
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
+        if point_source is None:
+            raise ValueError("point_source is required: a CentroidLibrary or an indexable of (K, 3) point sets.")
+        super().__init__(data=range(num_samples), transform=transform)
+        self.synthesizer = synthesizer
+        self.spatial_size = synthesizer.check_spatial_size(spatial_size)
+        self.seed, self.epoch = int(seed), 0
+        if isinstance(point_source, CentroidLibrary):
+            point_source = PointSetDataset(point_source, num_samples, self.spatial_size, self.seed, draw_maps=False)
+        elif len(point_source) < num_samples:
+            raise ValueError(
+                f"point_source holds {len(point_source)} point sets, fewer than num_samples={num_samples}."
+            )
+        self.point_source = point_source
+
+    def set_epoch(self, epoch: int) -> None:
+        """Vary the random ``transform`` by epoch (the synthesised samples themselves never change).
+
+        Call it in the main process before iterating (as with ``DistributedSampler``); workers get a copy."""
+        self.epoch = int(epoch)
+
+    def name_of(self, index: int) -> str:
+        return f"synthetic_s{self.seed}_{index:06d}"
+
+    def _transform(self, index: int) -> dict:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} samples.")
+        points = point_set_at(self.point_source, index)
+        sample = self.synthesizer.synthesize_one(points, self.spatial_size, self.name_of(index))
+        if self.transform is None:
+            return sample
+        seed_transform(self.transform, self.seed, self.epoch, index)
+        return apply_transform(self.transform, sample)

@@ -1,0 +1,421 @@
+"""The three-stage DAFF-GAN synthesizer: point set -> typed instance mask (G1 + watershed) -> H&E image (G2).
+
+:class:`NucleiSynthesizer` holds the two trained generators and turns point sets into samples of the data contract
+(:mod:`monai_dafgan.data.io`)::
+
+    point set (K, 3) --points_to_maps--> point map (T+1, H, W) --G1, softmax--> probabilities (T+1, H, W)
+        --recover_instances (with the point markers)--> label_inst, label_type, points
+        --TypeOneHot + InstanceEdges--> condition (T+2, H, W) --G2, tanh--> image -1..1 --> 0..255
+
+The generators run batched on one device (CUDA when available, bf16 autocast there), the instance recovery on the
+CPU with numpy. Synthesis is deterministic: the generators have no noise input and run in eval mode, so a point set
+always gives the same sample on a given device and build.
+
+Synthesis bundle layout (read by :meth:`NucleiSynthesizer.from_bundle`)::
+
+    <bundle>/
+      configs/inference.yaml     keys ``points_to_mask_def`` and ``mask_to_image_def``: the two generators as
+                                 config expressions (e.g. ``DAFFGenerator.from_preset(...)``, as in the generator
+                                 bundles' ``network_def``); optional keys ``num_types`` (default 4),
+                                 ``point_radius`` (default 2, the radius G1 was trained with) and ``min_area``
+                                 (default 10 px); ``bundle_root`` is set to the bundle folder.
+      models/points_to_mask.pt   G1 weights: the plain state dict (``models/model.pt`` of ``dafgan_points2mask``)
+      models/mask_to_image.pt    G2 weights: the plain state dict (``models/model.pt`` of ``dafgan_mask2image``)
+
+The two generator bundles themselves are read by :meth:`NucleiSynthesizer.from_bundles` (key ``network_def`` of
+each ``configs/inference.yaml``, weights ``models/model.pt``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.bundle import ConfigParser
+from torch import nn
+
+from ..data.pairs import unit_range_to_image
+from ..data.transforms import InstanceEdges, TypeOneHot
+from ..data.types import NUM_TYPES
+from ..points.encoding import DEFAULT_RADIUS, points_to_maps, validate_points
+from .instances import DEFAULT_MIN_AREA, recover_instances
+
+__all__ = [
+    "MASK_TO_IMAGE_WEIGHTS",
+    "POINTS_TO_MASK_WEIGHTS",
+    "NucleiSynthesizer",
+    "load_bundle_network",
+    "network_channels",
+    "resolve_device",
+]
+
+#: Weight files of a synthesis bundle, relative to its root (see the module docstring).
+POINTS_TO_MASK_WEIGHTS = "models/points_to_mask.pt"
+MASK_TO_IMAGE_WEIGHTS = "models/mask_to_image.pt"
+INFERENCE_CONFIG = "configs/inference.yaml"
+_TRAIN_HINT = (
+    "Train it first (python -m monai.bundle run training --config_file configs/train.yaml --dataset_dir ... in that "
+    "bundle) or place trained generator weights there."
+)
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``device``, or CUDA when available and ``device`` is None, else the CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def network_channels(network: nn.Module) -> tuple[int, int]:
+    """``(in_channels, out_channels)`` of an image-to-image network.
+
+    Read from ``network.config`` when it has them (:class:`~monai_dafgan.networks.DAFFGenerator`), else the input
+    channels of its first ``Conv2d`` and the output channels of a dry forward pass of a zero image of
+    ``2 * size_divisor`` pixels (``size_divisor`` attribute, default 16) on the network's device, in eval mode.
+    """
+    config = getattr(network, "config", None)
+    if isinstance(config, Mapping) and "in_channels" in config and "out_channels" in config:
+        return int(config["in_channels"]), int(config["out_channels"])
+    first_conv = next((m for m in network.modules() if isinstance(m, nn.Conv2d)), None)
+    if first_conv is None:
+        raise TypeError(f"cannot tell the channel counts of {type(network).__name__}: it has no Conv2d layer.")
+    size = 2 * int(getattr(network, "size_divisor", 16))
+    reference = next(network.parameters())
+    was_training = network.training
+    network.eval()
+    try:
+        with torch.inference_mode():
+            probe = torch.zeros(1, first_conv.in_channels, size, size, device=reference.device, dtype=reference.dtype)
+            out = network(probe)
+    finally:
+        network.train(was_training)
+    return first_conv.in_channels, int(out.shape[1])
+
+
+def _require_weights(path: Path, bundle: Path) -> Path:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: the bundle {bundle} has no trained weights. {_TRAIN_HINT}")
+    return path
+
+
+def _bundle_parser(bundle: Path, config_file: str, overrides: Mapping[str, Any] | None) -> ConfigParser:
+    config_path = bundle / config_file
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{config_path} not found: {bundle} is not a bundle with a {config_file}.")
+    parser = ConfigParser()
+    parser.read_config(str(config_path))
+    parser["bundle_root"] = str(bundle)
+    for key, value in (overrides or {}).items():
+        parser[key] = value
+    return parser
+
+
+def load_bundle_network(parser: ConfigParser, key: str, weights: Path) -> nn.Module:
+    """Build the network of config ``key`` on the CPU and load the plain state dict ``weights`` into it."""
+    if key not in parser:
+        raise KeyError(f"the bundle config has no key {key!r}.")
+    network = parser.get_parsed_content(key, instantiate=True)
+    if not isinstance(network, nn.Module):
+        raise TypeError(f"config key {key!r} gives a {type(network).__name__}, expected a torch.nn.Module.")
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{weights} holds a {type(state).__name__}, expected a plain state dict.")
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(
+            f"{weights} does not fit the network of config key {key!r}: were the generators trained with other "
+            f"settings (preset, baseline)? Pass them as overrides, e.g. overrides={{'preset': 'paper'}}.\n{err}"
+        ) from err
+    return network
+
+
+def _config_value(parser: ConfigParser, key: str, default: Any) -> Any:
+    return parser.get_parsed_content(key) if key in parser else default
+
+
+class NucleiSynthesizer:
+    """Synthetic nuclei samples from point sets with the two DAFF-GAN generators (see the module docstring).
+
+    Args:
+        points_to_mask: G1, (B, T+1, H, W) point map -> (B, T+1, H, W) class logits.
+        mask_to_image: G2, (B, T+2, H, W) one-hot type mask + instance edges -> (B, 3, H, W) RGB in -1..1 (tanh).
+        num_types: T, the nucleus types (4 merged CoNSeP types).
+        radius: disk radius of the point maps; must be the one G1 was trained with.
+        min_area: smallest instance kept, in pixels (:func:`~monai_dafgan.synthesis.instances.recover_instances`).
+        device: where the generators run (they are moved there); default CUDA when available, else the CPU.
+        amp: autocast the generators to ``amp_dtype`` on CUDA (never on the CPU).
+        batch_size: samples per generator forward pass.
+        amp_dtype: autocast dtype on CUDA.
+        foreground_threshold: a pixel is nucleus where G1's ``1 - p_background`` exceeds this.
+
+    Raises:
+        ValueError: generators whose channel counts do not match ``num_types`` (G1: T+1 -> T+1, G2: T+2 -> 3).
+    """
+
+    def __init__(
+        self,
+        points_to_mask: nn.Module,
+        mask_to_image: nn.Module,
+        num_types: int = NUM_TYPES,
+        radius: float = DEFAULT_RADIUS,
+        min_area: int = DEFAULT_MIN_AREA,
+        device: str | torch.device | None = None,
+        amp: bool = True,
+        batch_size: int = 8,
+        amp_dtype: torch.dtype = torch.bfloat16,
+        foreground_threshold: float = 0.5,
+    ):
+        if num_types < 1:
+            raise ValueError(f"num_types must be >= 1, got {num_types}.")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        self.num_types, self.radius, self.min_area = int(num_types), radius, int(min_area)
+        self.amp, self.amp_dtype, self.batch_size = amp, amp_dtype, int(batch_size)
+        self.foreground_threshold = foreground_threshold
+        self.device = resolve_device(device)
+        self.points_to_mask = points_to_mask.to(self.device).eval()
+        self.mask_to_image = mask_to_image.to(self.device).eval()
+        expected = {
+            "points_to_mask": (self.points_to_mask, (num_types + 1, num_types + 1), "point map -> class logits"),
+            "mask_to_image": (self.mask_to_image, (num_types + 2, 3), "one-hot type mask + instance edges -> RGB"),
+        }
+        for name, (network, channels, meaning) in expected.items():
+            found = network_channels(network)
+            if found != channels:
+                raise ValueError(
+                    f"{name} maps {found[0]} -> {found[1]} channels, but with num_types={num_types} it must map "
+                    f"{channels[0]} -> {channels[1]} ({meaning}). Were the generators built for another type count?"
+                )
+        self.to_one_hot, self.to_edges = TypeOneHot(self.num_types), InstanceEdges()
+
+    # ------------------------------------------------------------------ construction from bundles
+    @classmethod
+    def from_bundles(
+        cls,
+        points_to_mask_bundle: str | os.PathLike,
+        mask_to_image_bundle: str | os.PathLike,
+        device: str | torch.device | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        config_file: str = INFERENCE_CONFIG,
+        **kwargs: Any,
+    ) -> NucleiSynthesizer:
+        """Build from the two generator bundles (``dafgan_points2mask``, ``dafgan_mask2image``).
+
+        Each generator is the bundle's ``network_def`` in ``config_file``, with ``overrides`` (config id -> value,
+        e.g. ``{"preset": "paper", "baseline": True}``, applied to both configs), loaded from ``models/model.pt``.
+        ``num_types`` and ``radius`` default to the points-to-mask config's ``num_types`` and ``point_radius``;
+        ``kwargs`` go to the constructor.
+
+        Raises:
+            FileNotFoundError: a bundle without ``config_file`` or weights (checked for both before building).
+            ValueError: weights that do not fit the configured network, or channel counts that do not match.
+        """
+        bundles = [Path(points_to_mask_bundle), Path(mask_to_image_bundle)]
+        weights = [_require_weights(bundle / "models" / "model.pt", bundle) for bundle in bundles]
+        parsers = [_bundle_parser(bundle, config_file, overrides) for bundle in bundles]
+        networks = [load_bundle_network(parser, "network_def", path) for parser, path in zip(parsers, weights)]
+        kwargs.setdefault("num_types", int(_config_value(parsers[0], "num_types", NUM_TYPES)))
+        kwargs.setdefault("radius", _config_value(parsers[0], "point_radius", DEFAULT_RADIUS))
+        return cls(*networks, device=device, **kwargs)
+
+    @classmethod
+    def from_bundle(
+        cls,
+        bundle_dir: str | os.PathLike,
+        device: str | torch.device | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        config_file: str = INFERENCE_CONFIG,
+        **kwargs: Any,
+    ) -> NucleiSynthesizer:
+        """Build from one synthesis bundle holding both generators (layout in the module docstring).
+
+        ``overrides`` (config id -> value) are applied to its config; ``num_types``, ``radius`` and ``min_area``
+        default to its keys ``num_types``, ``point_radius`` and ``min_area``; ``kwargs`` go to the constructor.
+
+        Raises:
+            FileNotFoundError: no ``config_file`` or a missing weight file (both checked before building).
+            ValueError: weights that do not fit the configured networks, or channel counts that do not match.
+        """
+        bundle = Path(bundle_dir)
+        weights = [_require_weights(bundle / name, bundle) for name in (POINTS_TO_MASK_WEIGHTS, MASK_TO_IMAGE_WEIGHTS)]
+        parser = _bundle_parser(bundle, config_file, overrides)
+        keys = ("points_to_mask_def", "mask_to_image_def")
+        networks = [load_bundle_network(parser, key, path) for key, path in zip(keys, weights)]
+        for argument, key, default in (
+            ("num_types", "num_types", NUM_TYPES),
+            ("radius", "point_radius", DEFAULT_RADIUS),
+            ("min_area", "min_area", DEFAULT_MIN_AREA),
+        ):
+            kwargs.setdefault(argument, _config_value(parser, key, default))
+        return cls(*networks, device=device, **kwargs)
+
+    # ------------------------------------------------------------------ properties and checks
+    def to(self, device: str | torch.device) -> NucleiSynthesizer:
+        """Move both generators to ``device``; returns self."""
+        self.device = torch.device(device)
+        self.points_to_mask.to(self.device)
+        self.mask_to_image.to(self.device)
+        return self
+
+    @property
+    def min_spatial_size(self) -> int:
+        """Smallest H and W the generators take (DAFFGenerator needs more than ``size_divisor`` pixels)."""
+        return 1 + max(int(getattr(n, "size_divisor", 0)) for n in (self.points_to_mask, self.mask_to_image))
+
+    def check_spatial_size(self, spatial_size: int | Sequence[int]) -> tuple[int, int]:
+        """``spatial_size`` as (H, W), or ``ValueError`` when the generators cannot take it."""
+        size = (spatial_size, spatial_size) if np.isscalar(spatial_size) else tuple(spatial_size)
+        if len(size) != 2:
+            raise ValueError(f"spatial_size must be an int or (H, W), got {spatial_size!r}.")
+        height, width = int(size[0]), int(size[1])
+        if min(height, width) < self.min_spatial_size:
+            raise ValueError(
+                f"spatial size {height}x{width} is too small for these generators: H and W must be at least "
+                f"{self.min_spatial_size} (more than their size_divisor)."
+            )
+        return height, width
+
+    def _check_process(self) -> None:
+        if self.device.type != "cpu" and torch.utils.data.get_worker_info() is not None:
+            raise RuntimeError(
+                f"NucleiSynthesizer on {self.device} is being called inside a DataLoader worker process, where "
+                f"{self.device.type} fails after fork. Use num_workers=0, a CPU synthesizer "
+                "(device='cpu'), or SyntheticBatchMixer, which synthesises whole batches in the main process."
+            )
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp and self.device.type == "cuda")
+
+    def _run_batched(self, network: nn.Module, inputs: np.ndarray) -> list[torch.Tensor]:
+        outputs = []
+        with torch.inference_mode(), self._autocast():
+            for start in range(0, len(inputs), self.batch_size):
+                batch = torch.from_numpy(inputs[start : start + self.batch_size]).to(self.device)
+                outputs.append(network(batch).float())
+        return outputs
+
+    # ------------------------------------------------------------------ the stages
+    def encode_points(
+        self, point_sets: Sequence[np.ndarray], spatial_size: int | Sequence[int]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Stage 1: ``(point_maps (N, T+1, H, W) float32, point_markers (N, 1, H, W) int32)``, see
+        :func:`monai_dafgan.points.points_to_maps`. Raises ``ValueError`` for points outside the window or bad types."""
+        size = self.check_spatial_size(spatial_size)
+        maps = [points_to_maps(points, size, self.radius, self.num_types) for points in point_sets]
+        if not maps:
+            return np.zeros((0, self.num_types + 1, *size), np.float32), np.zeros((0, 1, *size), np.int32)
+        return np.stack([m[0] for m in maps]), np.stack([m[1] for m in maps])
+
+    def predict_probabilities(self, point_maps: np.ndarray) -> np.ndarray:
+        """Stage 2a: G1 and softmax. (N, T+1, H, W) point maps -> (N, T+1, H, W) float32 class probabilities."""
+        self._check_process()
+        outputs = self._run_batched(self.points_to_mask, np.ascontiguousarray(point_maps, dtype=np.float32))
+        if not outputs:
+            return np.zeros_like(point_maps, dtype=np.float32)
+        return torch.cat([logits.softmax(dim=1) for logits in outputs]).cpu().numpy()
+
+    def recover(
+        self, probabilities: np.ndarray, point_markers: np.ndarray, point_sets: Sequence[np.ndarray]
+    ) -> list[dict]:
+        """Stage 2b: :func:`~monai_dafgan.synthesis.instances.recover_instances` for each sample (CPU)."""
+        return [
+            recover_instances(p, m, points, self.min_area, self.foreground_threshold)
+            for p, m, points in zip(probabilities, point_markers, point_sets)
+        ]
+
+    def condition(self, label_inst: np.ndarray, label_type: np.ndarray) -> np.ndarray:
+        """G2's input for one sample: (1, H, W) instance and type maps -> (T+2, H, W) float32 one-hot + edges."""
+        return np.concatenate([self.to_one_hot(label_type), self.to_edges(label_inst)], axis=0)
+
+    def render_images(self, labels: Sequence[Mapping]) -> list[np.ndarray]:
+        """Stage 3: G2. Each of ``labels`` has ``label_inst`` and ``label_type`` (1, H, W), all of one size (real
+        masks work too). Returns one (3, H, W) float32 RGB image in 0..255 per item."""
+        self._check_process()
+        if not labels:
+            return []
+        conditions = np.stack([self.condition(item["label_inst"], item["label_type"]) for item in labels])
+        images = torch.cat(self._run_batched(self.mask_to_image, conditions))
+        return list(unit_range_to_image(images).cpu().numpy())
+
+    # ------------------------------------------------------------------ end to end
+    def synthesize(
+        self,
+        point_sets: Sequence[np.ndarray],
+        spatial_size: int | Sequence[int],
+        names: Sequence[str] | None = None,
+        return_intermediates: bool = False,
+    ) -> list[dict]:
+        """Synthesise one sample per point set (all of one ``spatial_size``).
+
+        Args:
+            point_sets: (K, 3) arrays of (row, col, type), types 1..T, inside the ``spatial_size`` window.
+            spatial_size: int or (H, W).
+            names: one name per point set (default ``synthetic_<i>``).
+            return_intermediates: also return ``point_map`` (T+1, H, W), ``point_markers`` (1, H, W),
+                ``probabilities`` (T+1, H, W) (G1's softmax), ``requested_points`` (K, 3) and ``kept`` (K,) bool,
+                for preview grids (point map | mask | image) and diagnostics.
+
+        Returns:
+            one sample per point set, in order: ``image`` (3, H, W) float32 0..255, ``label_inst`` and ``label_type``
+            (1, H, W) int32, ``points`` (K', 3) float32 (K' <= K: points whose nucleus G1 did not draw are dropped),
+            ``synthetic`` True and ``name``. Each passes :func:`monai_dafgan.data.check_sample`.
+
+        Raises:
+            ValueError: a spatial size the generators cannot take, or a point set outside the window or with
+                unknown types (all point sets are checked before any synthesis).
+            RuntimeError: called inside a DataLoader worker with a non-CPU device.
+        """
+        self._check_process()
+        size = self.check_spatial_size(spatial_size)
+        point_sets = [validate_points(points, size, self.num_types) for points in point_sets]
+        names = [f"synthetic_{i}" for i in range(len(point_sets))] if names is None else list(names)
+        if len(names) != len(point_sets):
+            raise ValueError(f"got {len(names)} names for {len(point_sets)} point sets.")
+        samples: list[dict] = []
+        chunk = self.batch_size  # bounds the memory of maps and probabilities, not only of the forward passes
+        for start in range(0, len(point_sets), chunk):
+            requested = point_sets[start : start + chunk]
+            point_maps, markers = self.encode_points(requested, size)
+            probabilities = self.predict_probabilities(point_maps)
+            labels = self.recover(probabilities, markers, requested)
+            images = self.render_images(labels)
+            for i, (label, image) in enumerate(zip(labels, images)):
+                sample = {
+                    "image": image,
+                    "label_inst": label["label_inst"],
+                    "label_type": label["label_type"],
+                    "points": label["points"],
+                    "synthetic": True,
+                    "name": names[start + i],
+                }
+                if return_intermediates:
+                    sample.update(
+                        point_map=point_maps[i],
+                        point_markers=markers[i],
+                        probabilities=probabilities[i],
+                        requested_points=requested[i],
+                        kept=label["kept"],
+                    )
+                samples.append(sample)
+        return samples
+
+    def synthesize_one(
+        self,
+        points: np.ndarray,
+        spatial_size: int | Sequence[int],
+        name: str = "synthetic_0",
+        return_intermediates: bool = False,
+    ) -> dict:
+        """:meth:`synthesize` for a single point set."""
+        return self.synthesize([points], spatial_size, [name], return_intermediates)[0]
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(num_types={self.num_types}, radius={self.radius}, min_area={self.min_area}, "
+            f"device={self.device}, amp={self.amp and self.device.type == 'cuda'}, batch_size={self.batch_size})"
+        )
