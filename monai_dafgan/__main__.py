@@ -1,10 +1,12 @@
 """Command line: ``python -m monai_dafgan <command> ...`` (also installed as ``monai-dafgan``).
 
 Commands:
-    demo            build the built-in toy dataset, then summarise it (counts, types, an overview picture)
+    demo            the whole workflow on the built-in toy dataset: summary, both generators trained briefly,
+                    synthetic samples and a preview grid (point map | mask | image)
     summarize       summarise any dataset in CoNSeP layout (counts, types, an overview picture)
     preview-points  a PNG grid of random point sets (stage 1) next to real ones
     plot-losses     a PNG of the loss curves of a training run (its TensorBoard folder)
+    synthesize      write synthetic paired samples (CoNSeP layout) with a synthesis bundle, plus a preview grid
 """
 
 from __future__ import annotations
@@ -42,13 +44,57 @@ def _summarize(data_dir: Path, split: str, out: Path, max_tiles: int) -> dict:
     return summary
 
 
+def _source_bundles() -> Path:
+    """The ``bundles/`` folder of the source checkout this package runs from."""
+    bundles = Path(__file__).resolve().parents[1] / "bundles"
+    if not (bundles / "dafgan_points2mask" / "configs" / "train.yaml").is_file():
+        raise FileNotFoundError(f"{bundles} not found: the demo runs from a source checkout (pip install -e .).")
+    return bundles
+
+
+def _bundle_copy(name: str, out: Path) -> Path:
+    import shutil
+
+    target = out / "bundles" / name
+    shutil.copytree(_source_bundles() / name, target, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("runs", "eval", "*.pt", "*.ts", "*.npz"))
+    return target
+
+
 def _cmd_demo(args: argparse.Namespace) -> None:
+    from monai.bundle import run as run_bundle
+
     from monai_dafgan.data.toy import make_toy_consep
+    from monai_dafgan.synthesis import NucleiSynthesizer, write_synthetic_dataset
 
     root = args.out / "toy_consep"
     make_toy_consep(root, num_tiles=args.num_tiles, size=args.size, seed=args.seed, overwrite=True)
-    print(f"wrote a toy dataset of {args.num_tiles} tiles of {args.size}x{args.size} to {root}")
+    print(f"1/4 wrote a toy dataset of {args.num_tiles} tiles of {args.size}x{args.size} to {root}")
     _summarize(root, "Train", args.out, max_tiles=4)
+    if args.epochs == 0:
+        return
+
+    weights = {}
+    for step, (name, key) in enumerate((("dafgan_points2mask", "points_to_mask"), ("dafgan_mask2image", "mask_to_image")), 2):
+        bundle = _bundle_copy(name, args.out)
+        print(f"{step}/4 training {name} (small preset, {args.epochs} epochs of {args.patch_size}x{args.patch_size} patches) in {bundle}", flush=True)
+        run_bundle(
+            "training", config_file=str(bundle / "configs" / "train.yaml"), logging_file=str(bundle / "configs" / "logging.conf"),
+            bundle_root=str(bundle), dataset_dir=str(root), preset="small", epochs=args.epochs,
+            decay_epochs=args.epochs // 2, window=2 * args.patch_size, patch_size=args.patch_size, num_workers=0,
+        )
+        weights[key] = bundle / "models" / "model.pt"
+
+    synthesis = _bundle_copy("dafgan_nuclei_synthesis", args.out)
+    for key, path in weights.items():
+        (synthesis / "models" / f"{key}.pt").write_bytes(path.read_bytes())
+    synthesizer = NucleiSynthesizer.from_bundle(synthesis, device="cpu", overrides={"preset": "small"})
+    library = _load_library(synthesis, root, "Train", [])
+    library.save(synthesis / "models" / "centroid_library.npz")
+    print(f"4/4 synthesising {args.num_samples} samples with {synthesis}", flush=True)
+    out = write_synthetic_dataset(synthesizer, library, args.num_samples, args.out / "synthetic", 256, seed=args.seed)
+    print(f"done: synthetic samples in {out}, preview in {args.out / 'synthetic' / 'preview.png'}; "
+          f"generator runs (TensorBoard, grids) in {args.out / 'bundles'}")
 
 
 def _cmd_summarize(args: argparse.Namespace) -> None:
@@ -90,14 +136,39 @@ def _cmd_plot_losses(args: argparse.Namespace) -> None:
     print(f"wrote {args.out} ({', '.join(sorted(generator) + sorted(discriminator))}; {len(next(iter(scalars.values()))[0])} points)")
 
 
+def _load_library(bundle: Path, data_dir: Path | None, split: str, holdout: list[str]):
+    from monai_dafgan.data import load_consep
+    from monai_dafgan.points import CentroidLibrary
+
+    saved = bundle / "models" / "centroid_library.npz"
+    if saved.is_file() and data_dir is None:
+        return CentroidLibrary.load(saved)
+    if data_dir is None:
+        raise FileNotFoundError(f"{saved} not found: pass --data-dir with a CoNSeP-layout folder to build the centroid library.")
+    return CentroidLibrary.from_samples([t for t in load_consep(data_dir, split) if t["name"] not in holdout])
+
+
+def _cmd_synthesize(args: argparse.Namespace) -> None:
+    from monai_dafgan.synthesis import NucleiSynthesizer, write_synthetic_dataset
+
+    overrides = {"preset": args.preset} if args.preset else None
+    synthesizer = NucleiSynthesizer.from_bundle(args.bundle, device=args.device, overrides=overrides, batch_size=args.batch_size)
+    library = _load_library(args.bundle, args.data_dir, args.split, args.holdout)
+    root = write_synthetic_dataset(synthesizer, library, args.num_samples, args.out, args.size, seed=args.seed)
+    print(f"wrote {args.num_samples} samples of {args.size}x{args.size} to {root} and a preview to {args.out / 'preview.png'}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m monai_dafgan", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
-    demo = commands.add_parser("demo", help="build the toy dataset and summarise it")
+    demo = commands.add_parser("demo", help="toy data -> train both generators briefly -> synthesize, with pictures")
     demo.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (default: demo_output)")
     demo.add_argument("--num-tiles", type=int, default=8)
     demo.add_argument("--size", type=int, default=512, help="tile side in pixels")
+    demo.add_argument("--epochs", type=int, default=20, help="training epochs per generator (0: data and summary only)")
+    demo.add_argument("--patch-size", type=int, default=128, help="training patch side in pixels")
+    demo.add_argument("--num-samples", type=int, default=16, help="synthetic samples to write")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_cmd_demo)
 
@@ -123,6 +194,21 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--out", type=Path, default=Path("losses.png"))
     plot.add_argument("--smooth", type=int, default=10, help="moving-average window in iterations")
     plot.set_defaults(func=_cmd_plot_losses)
+
+    synth = commands.add_parser("synthesize", help="write synthetic paired samples with a synthesis bundle")
+    synth.add_argument("--bundle", type=Path, required=True, help="a dafgan_nuclei_synthesis bundle with weights")
+    synth.add_argument("--num-samples", type=int, default=659)
+    synth.add_argument("--out", type=Path, required=True, help="output folder (CoNSeP layout under <out>/Train)")
+    synth.add_argument("--data-dir", type=Path, default=None, help="CoNSeP-layout folder for the centroid library "
+                       "(default: the bundle's models/centroid_library.npz)")
+    synth.add_argument("--split", default="Train")
+    synth.add_argument("--holdout", nargs="*", default=[], help="tile names left out of the centroid library")
+    synth.add_argument("--size", type=int, default=256, help="sample side in pixels")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    synth.add_argument("--preset", default=None, help="preset the generators were trained with (default: the bundle's)")
+    synth.add_argument("--batch-size", type=int, default=8)
+    synth.set_defaults(func=_cmd_synthesize)
     return parser
 
 
@@ -132,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         args.func(args)
-    except (NucleiDataError, FileExistsError, FileNotFoundError) as err:
+    except (NucleiDataError, FileExistsError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -11,7 +11,7 @@ from monai_dafgan.__main__ import main
 
 
 def test_demo_then_summarize_and_preview(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path / "demo"), "--num-tiles", "2", "--size", "256"]) == 0
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--num-tiles", "2", "--size", "256", "--epochs", "0"]) == 0
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert summary["num_tiles"] == 2 and summary["num_nuclei"] > 50
     assert sum(row["count"] for row in summary["types"].values()) == summary["num_nuclei"]
@@ -49,3 +49,19 @@ def test_plot_losses_from_tensorboard_events(tmp_path):
     picture = np.asarray(Image.open(out))
     assert picture.shape[0] == 2 * 360 and (picture[..., 0] < 100).any()  # two panels with dark axes/lines
     assert main(["plot-losses", "--log-dir", str(tmp_path / "empty")]) == 2
+
+
+def test_full_demo_trains_both_generators_and_synthesizes(tmp_path):
+    out = tmp_path / "demo"
+    args = ["demo", "--out", str(out), "--num-tiles", "2", "--size", "128", "--epochs", "1", "--patch-size", "64", "--num-samples", "3"]
+    assert main(args) == 0
+    for name in ("dafgan_points2mask", "dafgan_mask2image"):
+        assert (out / "bundles" / name / "models" / "model.pt").is_file()
+    from monai_dafgan.data import check_sample, load_consep
+
+    samples = load_consep(out / "synthetic", "Train")
+    assert len(samples) == 3
+    for sample in samples:
+        check_sample(sample)
+        assert sample["image"].shape == (3, 256, 256)
+    assert np.asarray(Image.open(out / "synthetic" / "preview.png")).shape[1] > 4 * 256

@@ -257,7 +257,7 @@ def test_from_bundles_builds_the_inference_networks(generator_bundles):
 def test_from_bundles_without_weights_names_the_file(generator_bundles, tmp_path):
     empty = tmp_path / "dafgan_mask2image"
     shutil.copytree(generator_bundles[1], empty, ignore=shutil.ignore_patterns("*.pt"))
-    with pytest.raises(FileNotFoundError, match=r"dafgan_mask2image/models/model\.pt not found.*Train it first"):
+    with pytest.raises(FileNotFoundError, match=r"dafgan_mask2image/models/model\.pt not found.*Train the generator bundles first"):
         NucleiSynthesizer.from_bundles(generator_bundles[0], empty)
 
 

@@ -2,6 +2,7 @@
 ``SyntheticNucleiDataset``, and on-the-fly mixing of synthetic samples into real training data."""
 
 from .dataset import SyntheticNucleiDataset, derived_seed, point_set_at, seed_transform
+from .export import preview_grid, write_synthetic_dataset
 from .instances import DEFAULT_MIN_AREA, empty_instances, recover_instances
 from .mixing import MixedNucleiDataset, SyntheticBatchMixer, merge_batches
 from .synthesizer import (
@@ -26,8 +27,10 @@ __all__ = [
     "load_bundle_network",
     "merge_batches",
     "network_channels",
+    "preview_grid",
     "point_set_at",
     "recover_instances",
     "resolve_device",
     "seed_transform",
+    "write_synthetic_dataset",
 ]

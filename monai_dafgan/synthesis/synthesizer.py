@@ -58,8 +58,9 @@ POINTS_TO_MASK_WEIGHTS = "models/points_to_mask.pt"
 MASK_TO_IMAGE_WEIGHTS = "models/mask_to_image.pt"
 INFERENCE_CONFIG = "configs/inference.yaml"
 _TRAIN_HINT = (
-    "Train it first (python -m monai.bundle run training --config_file configs/train.yaml --dataset_dir ... in that "
-    "bundle) or place trained generator weights there."
+    "Train the generator bundles first (python -m monai.bundle run training --config_file configs/train.yaml "
+    "--dataset_dir ... in bundles/dafgan_points2mask and bundles/dafgan_mask2image); a synthesis bundle takes their "
+    "models/model.pt as models/points_to_mask.pt and models/mask_to_image.pt."
 )
 
 
