@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,7 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from _common import environment, write_result  # noqa: E402
 from monai_dafgan.networks import CrissCrossAttention  # noqa: E402
 from monai_dafgan.networks.attention import criss_cross_softmax  # noqa: E402
 
@@ -225,21 +225,10 @@ def main() -> None:
         attention_map_bytes_analytic="float32 entries of one attention map: N*N (non-local) vs N*(H+W) per pass",
         repeats=args.repeats,
         rows=rows,
-        environment=dict(
-            device=str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-            threads=torch.get_num_threads(),
-            cpu_count=os.cpu_count(),
-            load_average_before=load_before,
-            load_average_after=os.getloadavg(),
-            torch=torch.__version__,
-            python=platform.python_version(),
-            platform=platform.platform(),
-        ),
+        environment=environment(load_before, device),
         total_benchmark_s=time.perf_counter() - started,
     )
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.output.relative_to(REPO) if args.output.is_relative_to(REPO) else args.output}")
+    write_result(result, args.output)
 
 
 if __name__ == "__main__":

@@ -19,9 +19,7 @@ Writes benchmarks/results/generator_step.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -32,6 +30,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from _common import environment, write_result  # noqa: E402
 from monai_dafgan.losses import (  # noqa: E402
     FeatureMatchingLoss,
     MultiScaleGANLoss,
@@ -155,21 +154,10 @@ def main() -> None:
         description="median time of one pix2pixHD-style GAN training step (G and D updates), DAFF vs baseline",
         target_ratio="<= 1.15",
         rows=rows,
-        environment=dict(
-            threads=torch.get_num_threads(),
-            cpu_count=os.cpu_count(),
-            cuda=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            load_average_before=load_before,
-            load_average_after=os.getloadavg(),
-            torch=torch.__version__,
-            python=platform.python_version(),
-            platform=platform.platform(),
-        ),
+        environment=environment(load_before),
         total_benchmark_s=time.perf_counter() - started,
     )
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.output.relative_to(REPO) if args.output.is_relative_to(REPO) else args.output}")
+    write_result(result, args.output)
 
 
 if __name__ == "__main__":

@@ -26,3 +26,14 @@ def consep_train(consep_dir):
     from monai_dafgan.data import load_consep
 
     return load_consep(consep_dir, "Train")
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """Tiny networks run fastest on one thread; two threads on a busy 2-core machine stall on each other."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -17,17 +17,10 @@ from monai_dafgan.networks import DAFFGenerator
 from monai_dafgan.points import CentroidLibrary
 from monai_dafgan.synthesis import MixedNucleiDataset, NucleiSynthesizer, SyntheticBatchMixer, merge_batches
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 TINY = dict(ngf=8, n_downsampling=2, n_blocks=1, local_enhancer=True, ngf_local=4, n_blocks_local=1, output_activation=None)
 SIZE = 64
-
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Tiny networks run fastest on one thread; two threads on a busy 2-core machine stall on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,8 @@ from monai_dafgan.networks import DAFFGenerator
 from monai_dafgan.points import CentroidLibrary, points_to_maps
 from monai_dafgan.synthesis import NucleiSynthesizer, SyntheticNucleiDataset, network_channels, recover_instances
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(ngf=8, n_downsampling=2, n_blocks=1, local_enhancer=True, ngf_local=4, n_blocks_local=1, output_activation=None)
 SAMPLE_KEYS = {"image", "label_inst", "label_type", "points", "synthetic", "name"}
@@ -32,15 +34,6 @@ SIZE = 64
 def tiny_generators(num_types: int = 4) -> tuple[DAFFGenerator, DAFFGenerator]:
     torch.manual_seed(0)
     return DAFFGenerator(num_types + 1, num_types + 1, **TINY), DAFFGenerator(num_types + 2, 3, **TINY)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Tiny networks run fastest on one thread; two threads on a busy 2-core machine stall on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
