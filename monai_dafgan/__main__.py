@@ -92,7 +92,8 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     library = _load_library(synthesis, root, "Train", [])
     library.save(synthesis / "models" / "centroid_library.npz")
     print(f"4/4 synthesising {args.num_samples} samples with {synthesis}", flush=True)
-    out = write_synthetic_dataset(synthesizer, library, args.num_samples, args.out / "synthetic", 256, seed=args.seed)
+    size = min(256, args.size)  # point sets are windows of the library's tiles
+    out = write_synthetic_dataset(synthesizer, library, args.num_samples, args.out / "synthetic", size, seed=args.seed)
     print(f"done: synthetic samples in {out}, preview in {args.out / 'synthetic' / 'preview.png'}; "
           f"generator runs (TensorBoard, grids) in {args.out / 'bundles'}")
 
