@@ -137,6 +137,11 @@ def test_image_grid_writes_pictures(tmp_path):
 
     picture = np.asarray(Image.open(tmp_path / "grids" / "epoch0001.png"))
     assert picture.shape[0] > 2 * 32 and picture.shape[1] > 3 * 32
+    grid4 = GanImageGrid(condition_to_rgb=lambda x: render_tensor(x, "types"), target_to_rgb=lambda x: render_tensor(x, "image"),
+                         png_dir=tmp_path / "grids4", max_images=4)
+    _trainer(1, [grid4]).run()  # 2 iterations of batch 2: the grid keeps all 4 samples
+    four_rows = np.asarray(Image.open(tmp_path / "grids4" / "epoch0001.png"))
+    assert four_rows.shape[0] > 2 * picture.shape[0] - 40
     assert any(p.name.startswith("events.out.tfevents") for p in (tmp_path / "tb").iterdir())
 
 

@@ -227,7 +227,8 @@ class LinearDecayLR:
 
 
 class GanImageGrid:
-    """Every ``interval`` epochs, draw the last batch as rows of condition | real | generated.
+    """Every ``interval`` epochs, draw the last ``max_images`` training samples as rows of condition | real |
+    generated (kept across iterations, so small batches still fill the grid).
 
     The grid goes to TensorBoard (``tag``) when ``log_dir`` or ``summary_writer`` is given, and to
     ``<png_dir>/epoch<N>.png`` when ``png_dir`` is given.
@@ -253,26 +254,31 @@ class GanImageGrid:
         self.png_dir = None if png_dir is None else Path(png_dir)
         self.interval, self.max_images, self.tag = interval, max_images, tag
         self._writer, self._log_dir = summary_writer, log_dir
+        self._recent: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.remember)
         engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self)
 
-    def grid(self, output: dict) -> np.ndarray:
+    def remember(self, engine: Engine) -> None:
+        """Keep the newest ``max_images`` (condition, real, generated) triples, on the CPU."""
+        output = engine.state.output
+        keys = (GanOutputKeys.CONDITION, GanOutputKeys.REAL, GanOutputKeys.FAKE)
+        batch = [output[k].detach()[: self.max_images].float().cpu() for k in keys]
+        self._recent = (self._recent + list(zip(*batch)))[-self.max_images :]
+
+    def grid(self) -> np.ndarray:
         from ..visualize import image_grid
 
-        rows = []
-        for i in range(min(self.max_images, output[GanOutputKeys.CONDITION].shape[0])):
-            rows.append([
-                self.condition_to_rgb(output[GanOutputKeys.CONDITION][i]),
-                self.target_to_rgb(output[GanOutputKeys.REAL][i]),
-                self.target_to_rgb(output[GanOutputKeys.FAKE][i]),
-            ])
+        rows = [[self.condition_to_rgb(c), self.target_to_rgb(r), self.target_to_rgb(f)] for c, r, f in self._recent]
         return image_grid(rows, titles=["condition", "real", "generated"])
 
     def __call__(self, engine: Engine) -> None:
         from ..visualize import save_png
 
-        picture = self.grid(engine.state.output)
+        if not self._recent:
+            return
+        picture = self.grid()
         if self.png_dir is not None:
             save_png(picture, self.png_dir / f"epoch{engine.state.epoch:04d}.png")
         if self._writer is None and self._log_dir is not None:
