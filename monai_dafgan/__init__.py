@@ -10,6 +10,8 @@ Subpackages (each imports only downward):
   skip) generators, the multi-scale discriminator, GAN and feature-matching losses.
 - :mod:`monai_dafgan.engines`: the conditional GAN trainer and its handlers.
 - :mod:`monai_dafgan.synthesis`: the three-stage synthesizer, ``SyntheticNucleiDataset`` and on-the-fly mixing.
+- :mod:`monai_dafgan.segmentation`: the HoVer-Net recipe (training transforms without torchvision, whole-tile
+  inference and post-processing, evaluation with this package's metrics, the Table I layout).
 - :mod:`monai_dafgan.visualize`: pictures (overlays, grids, loss curves).
 
 The MONAI bundles live in ``bundles/``; ``python -m monai_dafgan`` is the command line.

@@ -1,0 +1,296 @@
+"""HoVer-Net recipe pieces: the training transform chain, whole-tile inference and post-processing.
+
+The chain follows the MONAI model-zoo bundle ``pathology_nuclei_segmentation_classification`` (v0.2.6, fast mode
+256 -> 164), with these differences, all on purpose:
+
+- no torchvision: ``ColorJitter`` is replaced by MONAI intensity transforms (multiplicative brightness 0.9-1.0,
+  contrast 0.95-1.1 about the mean, as in the bundle; MONAI has no hue/saturation jitter, so a per-channel gain of
+  +-5 % stands in for them, a colour-balance shift; ``monai.apps.pathology`` 1.6.1 has stain extraction and
+  normalisation only, no stain augmentation);
+- the image is resampled bilinearly by the affine (the bundle uses nearest for everything), labels stay nearest;
+- Gaussian noise has std up to 0.05 * 255 on the 0..255 image, HoVer-Net's own setting (the bundle's 0.05 on a
+  0..255 image does nothing visible);
+- ``points`` is dropped (an affine moves nuclei, and its varying length cannot be collated);
+- inputs smaller than ``patch_size`` are zero-padded (image and labels) instead of failing at the network.
+
+Input is a sample of the data contract (:mod:`monai_dafgan.data.io`), real or synthetic alike; the output is what
+``PrepareBatchHoVerNet(extra_keys=["label_type", "hover_label_inst"])`` and ``HoVerNetLoss`` take.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping
+
+import numpy as np
+import torch
+from monai.apps.pathology.inferers import SlidingWindowHoVerNetInferer
+from monai.apps.pathology.transforms.post.array import (
+    HoVerNetInstanceMapPostProcessing,
+    HoVerNetNuclearTypePostProcessing,
+)
+from monai.transforms import (
+    AsDiscreted,
+    CastToTyped,
+    CenterSpatialCropd,
+    Compose,
+    ComputeHoVerMapsd,
+    DeleteItemsd,
+    EnsureTyped,
+    Lambdad,
+    MedianSmoothd,
+    OneOf,
+    RandAffined,
+    RandFlipd,
+    RandGaussianNoised,
+    RandGaussianSmoothd,
+    RandScaleIntensityd,
+    RandScaleIntensityFixedMeand,
+    ScaleIntensityRanged,
+    SpatialPadd,
+)
+from monai.utils import HoVerNetBranch
+from skimage.measure import label as connected_components
+
+from monai_dafgan.data.instances import relabel_sequential
+
+__all__ = [
+    "HOVERNET_NUM_CLASSES",
+    "hovernet_inferer",
+    "hovernet_postprocess",
+    "hovernet_train_transforms",
+    "infer_tile",
+    "predict_tile",
+    "split_disconnected_instances",
+]
+
+HOVERNET_NUM_CLASSES = 5  # background + the 4 merged CoNSeP types
+_LABEL_KEYS = ("label_inst", "label_type")
+_SAMPLE_KEYS = ("image",) + _LABEL_KEYS
+
+
+def split_disconnected_instances(inst: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Give every 8-connected piece of every instance its own id (the bundle's ``skimage.measure.label`` step).
+
+    Crops can cut a nucleus into pieces; HoVer maps of a multi-piece id point to a centre between them.
+
+    Args:
+        inst: instance map (1, H, W) or (H, W), ids >= 0.
+
+    Returns:
+        int32 array of the same shape, ids 1..K (0 background). Touching instances with different ids stay apart.
+    """
+    array = np.asarray(inst.cpu() if isinstance(inst, torch.Tensor) else inst)
+    plane = array.reshape(array.shape[-2:]) if array.ndim == 3 else array
+    return connected_components(plane, background=0, connectivity=2).astype(np.int32).reshape(array.shape)
+
+
+def _foreground(inst: torch.Tensor) -> torch.Tensor:
+    return (inst > 0).to(torch.int32)
+
+
+def hovernet_train_transforms(patch_size: int = 256, out_size: int = 164, augment: bool = True) -> Compose:
+    """Transform chain from a data-contract sample to a HoVer-Net training (``augment=True``) or validation sample.
+
+    Args:
+        patch_size: network input size (256 for ``HoVerNet(mode="fast")``, 270 for ``"original"``).
+        out_size: network output size (164 fast, 80 original); ``patch_size - out_size`` must be even so that both
+            centre crops share a centre.
+        augment: apply the random affine, flips, blur/noise and colour augmentation; without it the chain is the
+            bundle's validation chain (relabel, crop, scale, targets).
+
+    Input sample: ``image`` (3, H, W) float 0..255, ``label_inst`` (1, H, W) int ids, ``label_type`` (1, H, W) int
+    0..4, optional ``points`` (dropped); other keys (``name``, ``synthetic``) pass through. H, W >= ``patch_size``
+    is expected (HoVer-Net patches are 540 x 540); smaller inputs are zero-padded.
+
+    Returns:
+        a ``Compose`` whose output has ``image`` (3, patch, patch) float32 0..1, ``label`` (2, out, out) float32
+        one-hot foreground, ``label_type`` (5, out, out) float32 one-hot types, ``hover_label_inst`` (2, out, out)
+        float32 horizontal/vertical maps in [-1, 1], ``label_inst`` (1, out, out) int32 instance ids (for metrics).
+    """
+    if patch_size < 1 or out_size < 1 or out_size > patch_size or (patch_size - out_size) % 2:
+        raise ValueError(
+            f"need 1 <= out_size <= patch_size with an even difference, got {patch_size=}, {out_size=}."
+        )
+    patch, out = (patch_size, patch_size), (out_size, out_size)
+    transforms: list[Callable] = [
+        DeleteItemsd(keys="points"),
+        EnsureTyped(keys="image", dtype=torch.float32, track_meta=False),
+        EnsureTyped(keys=_LABEL_KEYS, dtype=torch.int32, track_meta=False),
+        Lambdad(keys="label_inst", func=split_disconnected_instances),
+        SpatialPadd(keys=_SAMPLE_KEYS, spatial_size=patch, mode="constant"),
+    ]
+    if augment:
+        transforms.append(
+            RandAffined(
+                keys=_SAMPLE_KEYS,
+                prob=1.0,
+                rotate_range=(np.pi,),
+                scale_range=((-0.2, 0.2), (-0.2, 0.2)),
+                shear_range=((-0.05, 0.05), (-0.05, 0.05)),
+                translate_range=((-6, 6), (-6, 6)),
+                padding_mode="zeros",
+                mode=("bilinear", "nearest", "nearest"),
+            )
+        )
+    transforms.append(CenterSpatialCropd(keys="image", roi_size=patch))
+    if augment:
+        transforms += [
+            RandFlipd(keys=_SAMPLE_KEYS, prob=0.5, spatial_axis=0),
+            RandFlipd(keys=_SAMPLE_KEYS, prob=0.5, spatial_axis=1),
+            OneOf(
+                [
+                    RandGaussianSmoothd(keys="image", sigma_x=(0.1, 1.1), sigma_y=(0.1, 1.1), prob=1.0),
+                    MedianSmoothd(keys="image", radius=1),
+                    RandGaussianNoised(keys="image", std=0.05 * 255.0, prob=1.0),
+                ]
+            ),
+            RandScaleIntensityd(keys="image", factors=(-0.1, 0.0), prob=1.0),
+            RandScaleIntensityFixedMeand(keys="image", factors=(-0.05, 0.1), prob=1.0),
+            RandScaleIntensityd(keys="image", factors=0.05, channel_wise=True, prob=1.0),
+        ]
+    transforms += [
+        ScaleIntensityRanged(keys="image", a_min=0.0, a_max=255.0, b_min=0.0, b_max=1.0, clip=True),
+        CastToTyped(keys=_LABEL_KEYS, dtype=torch.int32),
+        # HoVer maps come from whole nuclei, before the crop to the output size cuts them
+        ComputeHoVerMapsd(keys="label_inst"),
+        Lambdad(keys="label_inst", func=_foreground, overwrite="label"),
+        CenterSpatialCropd(keys=("label", "hover_label_inst", "label_inst", "label_type"), roi_size=out),
+        AsDiscreted(keys="label", to_onehot=2),
+        AsDiscreted(keys="label_type", to_onehot=HOVERNET_NUM_CLASSES),
+        CastToTyped(keys=("image", "label", "label_type", "hover_label_inst"), dtype=torch.float32),
+        EnsureTyped(keys=("image", "label", "label_type", "hover_label_inst", "label_inst"), track_meta=False),
+    ]
+    return Compose(transforms)
+
+
+def hovernet_inferer(
+    roi_size: int = 256, out_size: int = 164, sw_batch_size: int = 4, overlap: float | None = None
+) -> SlidingWindowHoVerNetInferer:
+    """The bundle's whole-tile inferer: windows step by the output size and the tile is padded by half the margin.
+
+    Args:
+        roi_size: network input size (256 fast, 270 original).
+        out_size: network output size (164 fast, 80 original).
+        sw_batch_size: windows per forward pass.
+        overlap: window overlap; default ``1 - out_size / roi_size``, so the valid outputs tile the image exactly.
+
+    Returns:
+        a ``SlidingWindowHoVerNetInferer`` with constant zero padding of ``(roi_size - out_size) // 2`` per side,
+        without which the tile's border would get no prediction.
+    """
+    margin = (roi_size - out_size) // 2
+    return SlidingWindowHoVerNetInferer(
+        roi_size=roi_size,
+        sw_batch_size=sw_batch_size,
+        overlap=1.0 - out_size / roi_size if overlap is None else overlap,
+        padding_mode="constant",
+        cval=0.0,
+        extra_input_padding=(margin,) * 4,
+    )
+
+
+def infer_tile(
+    network: torch.nn.Module,
+    image: np.ndarray | torch.Tensor,
+    device: str | torch.device = "cpu",
+    roi_size: int = 256,
+    out_size: int = 164,
+    sw_batch_size: int = 4,
+    overlap: float | None = None,
+) -> dict[str, torch.Tensor]:
+    """Raw HoVer-Net outputs for one whole tile, by sliding window.
+
+    Args:
+        network: a MONAI ``HoVerNet`` (or anything returning its dict of branches); put in eval mode for the call
+            and restored afterwards.
+        image: (3, H, W) RGB, 0..255 (the data contract); scaled to 0..1 as in training.
+        device: where the network runs; AMP is used on CUDA only.
+        roi_size, out_size, sw_batch_size, overlap: see :func:`hovernet_inferer`.
+
+    Returns:
+        ``{"nucleus_prediction": (2, H, W), "horizontal_vertical": (2, H, W), "type_prediction": (C, H, W)}``
+        float32 CPU tensors (logits; HV maps in network units).
+    """
+    device = torch.device(device)
+    tile = torch.as_tensor(np.asarray(image.cpu() if isinstance(image, torch.Tensor) else image), dtype=torch.float32)
+    if tile.ndim != 3 or tile.shape[0] != 3:
+        raise ValueError(f"image must be (3, H, W), got {tuple(tile.shape)}.")
+    tile = (tile / 255.0).clamp(0.0, 1.0)[None].to(device)
+    inferer = hovernet_inferer(roi_size, out_size, sw_batch_size, overlap)
+    was_training = network.training
+    network.eval()
+    try:
+        with torch.no_grad(), torch.autocast(device_type=device.type, enabled=device.type == "cuda"):
+            with warnings.catch_warnings():
+                # MONAI 1.6.1's HoVer-Net inferer indexes with a list of slices; torch still reads it as a tuple
+                # (tests/test_hovernet_recipe.py checks the stitching), so the deprecation is noise here
+                warnings.filterwarnings("ignore", message="Using a non-tuple sequence", category=UserWarning)
+                outputs = inferer(tile, network)
+    finally:
+        network.train(was_training)
+    return {str(getattr(k, "value", k)): v[0].detach().float().cpu() for k, v in outputs.items()}
+
+
+def hovernet_postprocess(
+    outputs: Mapping[str, torch.Tensor],
+    sobel_kernel_size: int = 21,
+    marker_threshold: float = 0.4,
+    marker_radius: int = 2,
+    min_object_size: int = 10,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Instance and type maps from HoVer-Net outputs of one image (MONAI's pathology post-processing).
+
+    Args:
+        outputs: ``nucleus_prediction`` (2, H, W), ``horizontal_vertical`` (2, H, W), ``type_prediction`` (C, H, W)
+            logits of one image (no batch dimension).
+        sobel_kernel_size, marker_threshold, marker_radius, min_object_size: of
+            ``HoVerNetInstanceMapPostProcessing``; defaults are the bundle's inference settings.
+
+    Returns:
+        ``(inst_map, type_map)``: (H, W) int32 arrays, instance ids 1..K (0 background), types 0..C-1 per instance.
+        An image where no pixel's nucleus logit wins gives two all-zero maps without running the watershed.
+    """
+    nuclear = torch.as_tensor(outputs[HoVerNetBranch.NP.value])
+    if not bool((nuclear.argmax(0) > 0).any()):
+        # MONAI's border step raises "Not a valid hover map" on the flat HV maps an empty prediction often has
+        empty = np.zeros(nuclear.shape[-2:], np.int32)
+        return empty, empty.copy()
+    instance_post = HoVerNetInstanceMapPostProcessing(
+        sobel_kernel_size=sobel_kernel_size,
+        marker_threshold=marker_threshold,
+        marker_radius=marker_radius,
+        min_object_size=min_object_size,
+    )
+    type_post = HoVerNetNuclearTypePostProcessing()
+    info, inst_map = instance_post(outputs[HoVerNetBranch.NP.value], outputs[HoVerNetBranch.HV.value])
+    _, type_map = type_post(outputs[HoVerNetBranch.NC.value], info, inst_map)
+    inst = np.asarray(inst_map.cpu() if isinstance(inst_map, torch.Tensor) else inst_map).reshape(inst_map.shape[-2:])
+    types = np.asarray(type_map.cpu() if isinstance(type_map, torch.Tensor) else type_map).reshape(inst.shape)
+    inst, _ = relabel_sequential(inst.astype(np.int64))
+    return inst.astype(np.int32), np.rint(types).astype(np.int32)
+
+
+def predict_tile(
+    network: torch.nn.Module,
+    image: np.ndarray | torch.Tensor,
+    device: str | torch.device = "cpu",
+    roi_size: int = 256,
+    out_size: int = 164,
+    sw_batch_size: int = 4,
+    overlap: float | None = None,
+    **postprocess_kwargs,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Segment and classify the nuclei of one whole tile of any size: :func:`infer_tile` + :func:`hovernet_postprocess`.
+
+    Args:
+        network: a MONAI ``HoVerNet``.
+        image: (3, H, W) RGB, 0..255.
+        device, roi_size, out_size, sw_batch_size, overlap: see :func:`infer_tile`.
+        postprocess_kwargs: passed to :func:`hovernet_postprocess`.
+
+    Returns:
+        ``(inst_map, type_map)``: (H, W) int32 arrays.
+    """
+    outputs = infer_tile(network, image, device, roi_size, out_size, sw_batch_size, overlap)
+    return hovernet_postprocess(outputs, **postprocess_kwargs)
