@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import subprocess
 import sys
@@ -42,7 +41,7 @@ def _bundle_cli(bundle: Path, *args: str, runner=(sys.executable, "-m")) -> subp
 
 
 @pytest.mark.parametrize("name", BUNDLES)
-def test_bundle_trains_resumes_infers_and_exports(name, toy_dir, tmp_path):
+def test_bundle_trains_resumes_infers_and_exports(name, toy_dir, tmp_path, monkeypatch):
     bundle = _copy_bundle(name, tmp_path)
     _bundle_cli(bundle, "run", "training", "--config_file", "configs/train.yaml", "--dataset_dir", str(toy_dir), *FAST)
     assert (bundle / "models" / "model.pt").is_file()
@@ -58,7 +57,7 @@ def test_bundle_trains_resumes_infers_and_exports(name, toy_dir, tmp_path):
     _bundle_cli(bundle, "run", "--config_file", "configs/inference.yaml", "--dataset_dir", str(toy_dir), "--split", "Train")
     assert sorted(p.name for p in (bundle / "eval").iterdir()) == ["toy_1.png", "toy_2.png"]
 
-    os.chdir(bundle)
+    monkeypatch.chdir(bundle)
     meta, inference = "configs/metadata.json", "configs/inference.yaml"
     verify_metadata(meta_file=meta, filepath=str(SCHEMA), hash_val=hashlib.md5(SCHEMA.read_bytes()).hexdigest())
     verify_net_in_out(net_id="network_def", meta_file=meta, config_file=inference, device="cpu")
@@ -69,7 +68,8 @@ def test_bundle_trains_resumes_infers_and_exports(name, toy_dir, tmp_path):
 
 
 @pytest.mark.parametrize("name", BUNDLES)
-def test_bundle_properties(name, toy_dir):
+def test_bundle_properties(name, toy_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the configs' bundle_root is '.': their run folders land here, not in the repo
     bundle = REPO / "bundles" / name
     for config, kind in (("train.yaml", "train"), ("inference.yaml", "infer")):
         workflow = ConfigWorkflow(config_file=str(bundle / "configs" / config), workflow_type=kind, dataset_dir=str(toy_dir), split="Train")
