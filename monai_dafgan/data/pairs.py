@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from monai.transforms import (
     Compose,
@@ -28,6 +27,8 @@ from monai.transforms import (
     RandSpatialCropd,
     SelectItemsd,
 )
+
+from monai.utils import convert_to_numpy
 
 from ..points.encoding import DEFAULT_RADIUS, PointsToMapd
 from .transforms import InstanceEdgesd, LabelsToPointsd, TypeOneHotd
@@ -49,10 +50,6 @@ def _spatial_augmentation(patch_size: Sequence[int] | int | None, augment: bool)
     return steps
 
 
-def _to_numpy(x):
-    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-
-
 def to_half_resolution(x: torch.Tensor) -> torch.Tensor:
     """(C, H, W) -> (C, ceil(H/2), ceil(W/2)) by 3x3 average pooling with stride 2 (pix2pixHD's input pyramid)."""
     return torch.nn.functional.avg_pool2d(x[None], 3, stride=2, padding=1, count_include_pad=False)[0]
@@ -72,7 +69,7 @@ def points_to_mask_pairs(
     """Sample -> ``{"condition": (T+1, H, W) point map, "target": (T+1, H, W) one-hot mask}``, float32 tensors."""
     return Compose([
         *_spatial_augmentation(patch_size, augment),
-        Lambdad(["label_inst", "label_type"], _to_numpy),
+        Lambdad(["label_inst", "label_type"], convert_to_numpy),
         LabelsToPointsd(),
         PointsToMapd(radius=radius, num_types=num_types, map_key="condition", markers_key="point_markers"),
         TypeOneHotd(output_key="target", num_types=num_types),
@@ -91,7 +88,7 @@ def mask_to_image_pairs(
     """Sample -> ``{"condition": (T+2, H, W) one-hot mask + edges, "target": (3, H, W) image in -1..1}``."""
     return Compose([
         *_spatial_augmentation(patch_size, augment),
-        Lambdad(["label_inst", "label_type"], _to_numpy),
+        Lambdad(["label_inst", "label_type"], convert_to_numpy),
         TypeOneHotd(output_key="type_onehot", num_types=num_types),
         InstanceEdgesd(output_key="inst_edges"),
         ConcatItemsd(["type_onehot", "inst_edges"], name="condition", dim=0),

@@ -16,13 +16,10 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Transform
+from monai.utils import convert_to_numpy
 
 from .instances import instance_centroids, relabel_sequential, types_of_instances
 from .types import NUM_TYPES
-
-
-def _numpy(x) -> np.ndarray:
-    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
 def _like(result: np.ndarray, reference):
@@ -39,7 +36,7 @@ class TypeOneHot(Transform):
         self.num_types = num_types
 
     def __call__(self, label_type):
-        types = _numpy(label_type).astype(np.int64).reshape(_numpy(label_type).shape[-2:])
+        types = convert_to_numpy(label_type).astype(np.int64).reshape(convert_to_numpy(label_type).shape[-2:])
         if types.min(initial=0) < 0 or types.max(initial=0) > self.num_types:
             raise ValueError(f"type ids must lie in 0..{self.num_types}, got {types.min()}..{types.max()}.")
         one_hot = np.eye(self.num_types + 1, dtype=np.float32)[types].transpose(2, 0, 1)
@@ -50,7 +47,7 @@ class InstanceEdges(Transform):
     """(1, H, W) instance map -> (1, H, W) float32 edge map (1 where a 4-neighbour has a different id)."""
 
     def __call__(self, label_inst):
-        inst = _numpy(label_inst).reshape(_numpy(label_inst).shape[-2:])
+        inst = convert_to_numpy(label_inst).reshape(convert_to_numpy(label_inst).shape[-2:])
         edges = np.zeros(inst.shape, dtype=bool)
         vertical = inst[1:, :] != inst[:-1, :]
         horizontal = inst[:, 1:] != inst[:, :-1]
@@ -69,8 +66,8 @@ class LabelsToPoints(Transform):
     """
 
     def __call__(self, label_inst, label_type) -> tuple[np.ndarray, np.ndarray]:
-        inst, _ = relabel_sequential(_numpy(label_inst).astype(np.int64).reshape(_numpy(label_inst).shape[-2:]))
-        types = _numpy(label_type).astype(np.int64).reshape(inst.shape)
+        inst, _ = relabel_sequential(convert_to_numpy(label_inst).astype(np.int64).reshape(convert_to_numpy(label_inst).shape[-2:]))
+        types = convert_to_numpy(label_type).astype(np.int64).reshape(inst.shape)
         k = int(inst.max(initial=0))
         points = np.concatenate([instance_centroids(inst, k), types_of_instances(inst, types, k)[:, None]], axis=1)
         return points.astype(np.float32).reshape(k, 3), inst[None].astype(np.int32)

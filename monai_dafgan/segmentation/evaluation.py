@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
+from monai.utils import convert_to_numpy
 
 from monai_dafgan.metrics import COUNT_KEYS, INSTANCE_METRICS, NucleiMetric, nuclei_metrics, typed_metric_names
 from monai_dafgan.segmentation.hovernet import predict_tile
@@ -31,7 +32,7 @@ TABLE1_COLUMNS: tuple[tuple[str, str], ...] = (
 
 
 def _plane(array) -> np.ndarray:
-    value = np.asarray(array.cpu() if isinstance(array, torch.Tensor) else array)
+    value = convert_to_numpy(array)
     return value.reshape(value.shape[-2:])
 
 

@@ -49,7 +49,7 @@ from monai.transforms import (
     ScaleIntensityRanged,
     SpatialPadd,
 )
-from monai.utils import HoVerNetBranch
+from monai.utils import HoVerNetBranch, convert_to_numpy
 from skimage.measure import label as connected_components
 
 from monai_dafgan.data.instances import relabel_sequential
@@ -80,7 +80,7 @@ def split_disconnected_instances(inst: np.ndarray | torch.Tensor) -> np.ndarray:
     Returns:
         int32 array of the same shape, ids 1..K (0 background). Touching instances with different ids stay apart.
     """
-    array = np.asarray(inst.cpu() if isinstance(inst, torch.Tensor) else inst)
+    array = convert_to_numpy(inst)
     plane = array.reshape(array.shape[-2:]) if array.ndim == 3 else array
     return connected_components(plane, background=0, connectivity=2).astype(np.int32).reshape(array.shape)
 
@@ -213,7 +213,7 @@ def infer_tile(
         float32 CPU tensors (logits; HV maps in network units).
     """
     device = torch.device(device)
-    tile = torch.as_tensor(np.asarray(image.cpu() if isinstance(image, torch.Tensor) else image), dtype=torch.float32)
+    tile = torch.as_tensor(convert_to_numpy(image), dtype=torch.float32)
     if tile.ndim != 3 or tile.shape[0] != 3:
         raise ValueError(f"image must be (3, H, W), got {tuple(tile.shape)}.")
     tile = (tile / 255.0).clamp(0.0, 1.0)[None].to(device)
@@ -265,8 +265,8 @@ def hovernet_postprocess(
     type_post = HoVerNetNuclearTypePostProcessing()
     info, inst_map = instance_post(outputs[HoVerNetBranch.NP.value], outputs[HoVerNetBranch.HV.value])
     _, type_map = type_post(outputs[HoVerNetBranch.NC.value], info, inst_map)
-    inst = np.asarray(inst_map.cpu() if isinstance(inst_map, torch.Tensor) else inst_map).reshape(inst_map.shape[-2:])
-    types = np.asarray(type_map.cpu() if isinstance(type_map, torch.Tensor) else type_map).reshape(inst.shape)
+    inst = convert_to_numpy(inst_map).reshape(inst_map.shape[-2:])
+    types = convert_to_numpy(type_map).reshape(inst.shape)
     inst, _ = relabel_sequential(inst.astype(np.int64))
     return inst.astype(np.int32), np.rint(types).astype(np.int32)
 

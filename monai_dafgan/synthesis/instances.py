@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from monai.utils import convert_to_numpy
 from scipy import ndimage
 from skimage.measure import label as label_connected_regions
 from skimage.segmentation import watershed
@@ -43,10 +44,6 @@ __all__ = ["DEFAULT_MIN_AREA", "empty_instances", "recover_instances"]
 
 #: Smallest instance kept, in pixels (see the module docstring).
 DEFAULT_MIN_AREA = 10
-
-
-def _numpy(x) -> np.ndarray:
-    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
 def _type_boundaries(probabilities: np.ndarray, foreground: np.ndarray) -> np.ndarray:
@@ -96,11 +93,11 @@ def recover_instances(
     Raises:
         ValueError: inconsistent shapes, or markers without a point.
     """
-    probabilities = _numpy(probabilities)
+    probabilities = convert_to_numpy(probabilities)
     if probabilities.ndim != 3 or probabilities.shape[0] < 2:
         raise ValueError(f"probabilities must be (T + 1, H, W) with T >= 1, got shape {probabilities.shape}.")
     spatial_size = probabilities.shape[1:]
-    markers = _numpy(point_markers)
+    markers = convert_to_numpy(point_markers)
     if markers.shape not in (spatial_size, (1, *spatial_size)):
         raise ValueError(f"point_markers must be (1, {spatial_size[0]}, {spatial_size[1]}), got {markers.shape}.")
     markers = markers.reshape(spatial_size).astype(np.int32)
