@@ -10,13 +10,13 @@ blue spindle.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from .data.io import atomic_write
 from .data.types import NUM_TYPES, TYPE_COLORS, TYPE_NAMES
 
 __all__ = [
@@ -279,17 +279,7 @@ def save_png(array, path: str | os.PathLike) -> Path:
     image = _as_numpy(array)
     grey = image.ndim == 2 and image.dtype == np.uint8
     picture = Image.fromarray(image if grey else to_rgb_uint8(image))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            picture.save(f, format="PNG")
-        os.chmod(tmp, 0o644)  # mkstemp makes owner-only files; a picture is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda f: picture.save(f, format="PNG"))
 
 
 def render_tensor(x, kind: str = "image", value_range: tuple[float, float] = (-1.0, 1.0)) -> np.ndarray:

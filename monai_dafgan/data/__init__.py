@@ -4,7 +4,7 @@ procedural toy dataset. Samples follow the data contract documented in :mod:`mon
 from .collate import nuclei_collate
 from .crops import SlidingWindowCropd, SlidingWindowCropDataset, crop_sample, window_starts
 from .datasets import LoadNucleiSampled, consep_file_list, load_consep, load_nuclei_folder, nuclei_file_list
-from .io import NucleiDataError, check_sample, make_sample, read_label_file, read_rgb_image, read_sample, write_consep_sample
+from .io import NucleiDataError, atomic_write, check_sample, make_sample, read_label_file, read_rgb_image, read_sample, write_consep_sample
 from .toy import make_toy_consep, make_toy_sample
 from .types import NUM_TYPES, TYPE_COLORS, TYPE_NAMES, merge_types
 
@@ -16,6 +16,7 @@ __all__ = [
     "NucleiDataError",
     "SlidingWindowCropDataset",
     "SlidingWindowCropd",
+    "atomic_write",
     "check_sample",
     "consep_file_list",
     "crop_sample",

@@ -266,12 +266,17 @@ def write_consep_sample(root: str | os.PathLike, sample: dict, name: str | None 
     }
     image_path = root / "Images" / f"{name}.png"
     label_path = root / "Labels" / f"{name}.mat"
-    _atomic_write(image_path, lambda f: Image.fromarray(rgb).save(f, format="PNG"))
-    _atomic_write(label_path, lambda f: scipy.io.savemat(f, mat, do_compression=True))
+    atomic_write(image_path, lambda f: Image.fromarray(rgb).save(f, format="PNG"))
+    atomic_write(label_path, lambda f: scipy.io.savemat(f, mat, do_compression=True))
     return image_path, label_path
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: str | os.PathLike, write) -> Path:
+    """Call ``write(binary_file)`` on a temporary file in ``path``'s folder, then rename it to ``path``: a reader
+    never sees half a file, and a failed write leaves no file. Parent folders are created; the file gets the
+    usual permissions (``mkstemp`` would leave it owner-only).
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -284,6 +289,7 @@ def _atomic_write(path: Path, write) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
 
 
 def check_sample(sample: Mapping) -> None:

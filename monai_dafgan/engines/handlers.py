@@ -17,7 +17,6 @@ import logging
 import math
 import os
 import random
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
+from ..data.io import atomic_write
 from .trainer import GanOutputKeys
 
 logger = logging.getLogger(__name__)
@@ -36,17 +36,7 @@ class TrainingDivergedError(RuntimeError):
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:
     """``torch.save`` to a temporary file in the same folder, then rename: a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def unwrap(network: torch.nn.Module) -> torch.nn.Module:
