@@ -3,7 +3,15 @@ procedural toy dataset. Samples follow the data contract documented in :mod:`mon
 
 from .collate import nuclei_collate
 from .crops import SlidingWindowCropd, SlidingWindowCropDataset, crop_sample, window_starts
-from .datasets import LoadNucleiSampled, consep_file_list, load_consep, load_nuclei_folder, nuclei_file_list
+from .datasets import (
+    LoadNucleiSampled,
+    consep_file_list,
+    evenly_spaced_subset,
+    image_files,
+    load_consep,
+    load_nuclei_folder,
+    nuclei_file_list,
+)
 from .io import NucleiDataError, atomic_write, check_sample, make_sample, read_label_file, read_rgb_image, read_sample, write_consep_sample
 from .toy import make_toy_consep, make_toy_sample
 from .types import NUM_TYPES, TYPE_COLORS, TYPE_NAMES, merge_types
@@ -20,6 +28,8 @@ __all__ = [
     "check_sample",
     "consep_file_list",
     "crop_sample",
+    "evenly_spaced_subset",
+    "image_files",
     "load_consep",
     "load_nuclei_folder",
     "make_sample",

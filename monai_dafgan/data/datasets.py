@@ -27,6 +27,17 @@ def _natural_key(path: Path) -> list:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.stem)]
 
 
+def image_files(image_dir: str | os.PathLike) -> list[Path]:
+    """The images (``IMAGE_SUFFIXES``) of a folder in natural order; ``NucleiDataError`` when there is none."""
+    image_dir = Path(image_dir)
+    if not image_dir.is_dir():
+        raise NucleiDataError(image_dir, "folder not found.")
+    images = sorted((p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=_natural_key)
+    if not images:
+        raise NucleiDataError(image_dir, f"no images ({', '.join(IMAGE_SUFFIXES)}) in this folder.")
+    return images
+
+
 def nuclei_file_list(
     image_dir: str | os.PathLike,
     label_dir: str | os.PathLike,
@@ -44,13 +55,10 @@ def nuclei_file_list(
     Raises:
         NucleiDataError: a folder is missing or empty, or an image has no label file.
     """
-    image_dir, label_dir = Path(image_dir), Path(label_dir)
-    for folder in (image_dir, label_dir):
-        if not folder.is_dir():
-            raise NucleiDataError(folder, "folder not found.")
-    images = sorted((p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=_natural_key)
-    if not images:
-        raise NucleiDataError(image_dir, f"no images ({', '.join(IMAGE_SUFFIXES)}) in this folder.")
+    images = image_files(image_dir)
+    label_dir = Path(label_dir)
+    if not label_dir.is_dir():
+        raise NucleiDataError(label_dir, "folder not found.")
     labels_by_stem: dict[str, Path] = {}
     for suffix in reversed([s.lower() for s in label_suffixes]):
         for p in label_dir.iterdir():
@@ -124,3 +132,19 @@ def load_consep(root: str | os.PathLike, split: str = "Train", type_scheme: Type
     """
     loader = LoadNucleiSampled(type_scheme=type_scheme)
     return [loader(f) for f in consep_file_list(root, split)]
+
+
+def evenly_spaced_subset(dataset: Sequence, count: int | None = None) -> Sequence:
+    """``count`` items of ``dataset`` spread evenly over it (a fixed subset, e.g. for quicker validation).
+
+    Returns ``dataset`` itself when ``count`` is None or not smaller than its length, else a ``torch`` ``Subset``
+    of indices ``floor(i * len / count)``, i < count (first item included, all distinct).
+    """
+    if count is None or count >= len(dataset):
+        return dataset
+    if count < 1:
+        raise ValueError(f"count must be >= 1 or None, got {count}.")
+    from torch.utils.data import Subset
+
+    step = len(dataset) / count
+    return Subset(dataset, [int(i * step) for i in range(count)])

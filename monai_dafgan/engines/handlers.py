@@ -8,7 +8,10 @@
   ``niter_fix_global``: the global generator inside a local enhancer).
 - :class:`LinearDecayLR`: pix2pixHD's learning-rate factor, constant then linear to zero, for ``LambdaLR``.
 - :class:`GanImageGrid`: condition | real | generated grids to TensorBoard and PNG files.
-- :class:`GanProgressBar`: a progress bar showing the losses.
+- :class:`LossProgressBar`: a progress bar showing the losses.
+
+:class:`LossGuard` and :class:`LossProgressBar` also serve MONAI's ``SupervisedTrainer`` (``keys=["loss"]``), whose
+decollated output is a list of per-sample dicts that each hold the batch loss.
 """
 
 from __future__ import annotations
@@ -28,6 +31,13 @@ from ..data.io import atomic_write
 from .trainer import GanOutputKeys
 
 logger = logging.getLogger(__name__)
+
+
+def _first_output(output):
+    """A trainer's output dict; a decollated output (list of per-sample dicts) gives its first item."""
+    if isinstance(output, (list, tuple)):
+        return output[0] if output else {}
+    return output if isinstance(output, dict) else {}
 
 
 class TrainingDivergedError(RuntimeError):
@@ -150,6 +160,18 @@ class GanCheckpoint:
         logger.info(f"resumed from {self.path} at epoch {state['epoch']}, iteration {state['iteration']}")
 
 
+def latest_checkpoint(folder: str | os.PathLike, prefix: str = "checkpoint_epoch=") -> str | None:
+    """Path of the newest ``<prefix><N>.pt`` in ``folder`` (MONAI ``CheckpointSaver``'s epoch files), or None.
+
+    For resuming a MONAI trainer: ``CheckpointLoader(load_path=latest_checkpoint(dir), ...)``."""
+    found = []
+    for path in Path(folder).glob(f"{prefix}*.pt"):
+        number = path.stem[len(prefix):]
+        if number.isdigit():
+            found.append((int(number), path))
+    return str(max(found)[1]) if found else None
+
+
 class LossGuard:
     """Raise :class:`TrainingDivergedError` when a loss in ``engine.state.output`` is NaN/infinite or above
     ``max_value``. Raised inside the iteration, before any checkpoint of the broken state is written."""
@@ -161,11 +183,12 @@ class LossGuard:
         engine.add_event_handler(Events.ITERATION_COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
-        output = engine.state.output
+        output = _first_output(engine.state.output)
         for key in self.keys:
-            value = output.get(key) if isinstance(output, dict) else None
+            value = output.get(key)
             if value is None:
                 continue
+            value = float(value)
             if not math.isfinite(value) or abs(value) > self.max_value:
                 raise TrainingDivergedError(
                     f"{key} = {value} at epoch {engine.state.epoch}, iteration {engine.state.iteration}: training "
@@ -194,11 +217,12 @@ class FreezeParameters:
         return list(params.parameters() if isinstance(params, torch.nn.Module) else params)
 
     def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.STARTED, self._update)
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self._update)
+        if self.num_epochs > 0:
+            # decided as each epoch starts, so a resumed run (its epoch restored at start-up) gets it right too
+            engine.add_event_handler(Events.EPOCH_STARTED, self._update)
 
     def _update(self, engine: Engine) -> None:
-        frozen = engine.state.epoch < self.num_epochs
+        frozen = engine.state.epoch <= self.num_epochs  # state.epoch counts from 1 once an epoch has started
         for p in self._params():
             p.requires_grad_(not frozen)
 
@@ -280,7 +304,7 @@ class GanImageGrid:
             self._writer.flush()
 
 
-class GanProgressBar:
+class LossProgressBar:
     """A progress bar over each epoch showing ``keys`` of the output (ignite's ``ProgressBar``)."""
 
     def __init__(self, keys: Sequence[str] = (GanOutputKeys.G_LOSS, GanOutputKeys.D_LOSS), persist: bool = True):
@@ -290,7 +314,11 @@ class GanProgressBar:
         from ignite.handlers import ProgressBar
 
         keys = self.keys
-        ProgressBar(persist=self.persist).attach(engine, output_transform=lambda out: {k: out[k] for k in keys if k in out})
+        def shown(output) -> dict:
+            output = _first_output(output)
+            return {k: output[k] for k in keys if k in output}
+
+        ProgressBar(persist=self.persist).attach(engine, output_transform=shown)
 
 
 def loss_terms(output: dict) -> dict[str, float]:

@@ -1,28 +1,49 @@
-"""Segmenter recipes that consume the data contract: HoVer-Net training transforms, whole-tile inference and
-post-processing (:mod:`.hovernet`), and tile-level evaluation with a Table I style report (:mod:`.evaluation`)."""
+"""Segmenter recipes that consume the data contract: HoVer-Net training transforms, two-stage training helpers,
+whole-tile inference and post-processing (:mod:`.hovernet`), local weight files (:mod:`.weights`), and tile-level
+evaluation with a Table I style report and paired comparisons (:mod:`.evaluation`)."""
 
 from __future__ import annotations
 
-from monai_dafgan.segmentation.evaluation import TABLE1_COLUMNS, evaluate_tiles, format_table1
+from monai_dafgan.segmentation.evaluation import (
+    TABLE1_COLUMNS,
+    evaluate_tiles,
+    format_table1,
+    paired_comparison,
+    select_tiles,
+    write_evaluation,
+)
 from monai_dafgan.segmentation.hovernet import (
     HOVERNET_NUM_CLASSES,
+    TwoStageStepLR,
+    hovernet_encoder_parameters,
     hovernet_inferer,
     hovernet_postprocess,
     hovernet_train_transforms,
     infer_tile,
+    predict_folder,
     predict_tile,
     split_disconnected_instances,
 )
+from monai_dafgan.segmentation.weights import load_hovernet_weights, load_pretrained_encoder, read_state_dict
 
 __all__ = [
     "HOVERNET_NUM_CLASSES",
     "TABLE1_COLUMNS",
+    "TwoStageStepLR",
     "evaluate_tiles",
     "format_table1",
+    "hovernet_encoder_parameters",
     "hovernet_inferer",
     "hovernet_postprocess",
     "hovernet_train_transforms",
     "infer_tile",
+    "load_hovernet_weights",
+    "load_pretrained_encoder",
+    "paired_comparison",
+    "predict_folder",
     "predict_tile",
+    "read_state_dict",
+    "select_tiles",
     "split_disconnected_instances",
+    "write_evaluation",
 ]

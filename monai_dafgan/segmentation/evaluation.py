@@ -7,17 +7,31 @@ all tiles; the four merged CoNSeP types.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 from monai.utils import convert_to_numpy
+from tqdm.auto import tqdm
 
+from monai_dafgan.data.crops import crop_sample
+from monai_dafgan.data.io import atomic_write
 from monai_dafgan.metrics import COUNT_KEYS, INSTANCE_METRICS, NucleiMetric, nuclei_metrics, typed_metric_names
 from monai_dafgan.segmentation.hovernet import predict_tile
+from monai_dafgan.visualize import image_grid, overlay_nuclei, save_png
 
-__all__ = ["TABLE1_COLUMNS", "evaluate_tiles", "format_table1"]
+__all__ = [
+    "TABLE1_COLUMNS",
+    "evaluate_tiles",
+    "format_table1",
+    "paired_comparison",
+    "select_tiles",
+    "write_evaluation",
+]
 
 #: (column header, metric key) of the Table I report: the paper's five columns, then AJI+ and F1_d.
 TABLE1_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -36,6 +50,37 @@ def _plane(array) -> np.ndarray:
     return value.reshape(value.shape[-2:])
 
 
+def select_tiles(
+    samples: Sequence[Mapping], names: Sequence[str] | None = None, center_crop: int | None = None
+) -> list[dict]:
+    """The tiles to evaluate: those named (all when ``names`` is None), optionally cut to their centre.
+
+    Args:
+        samples: data-contract samples with ``name``.
+        names: tile names to keep, in this order.
+        center_crop: side of a centre crop of each tile (tiles smaller than it are kept whole); for quick checks.
+
+    Raises:
+        ValueError: a name that is not among the samples, or nothing left to evaluate.
+    """
+    by_name = {str(sample.get("name")): sample for sample in samples}
+    if names is not None:
+        unknown = [name for name in names if name not in by_name]
+        if unknown:
+            raise ValueError(f"tiles {unknown} are not in the dataset (it has {sorted(by_name)}).")
+        samples = [by_name[name] for name in names]
+    if not samples:
+        raise ValueError("no tiles to evaluate.")
+    if center_crop is None:
+        return [dict(sample) for sample in samples]
+    cropped = []
+    for sample in samples:
+        height, width = np.asarray(sample["label_inst"]).shape[-2:]
+        size_h, size_w = min(int(center_crop), height), min(int(center_crop), width)
+        cropped.append(crop_sample(sample, (height - size_h) // 2, (width - size_w) // 2, size_h, size_w))
+    return cropped
+
+
 def evaluate_tiles(
     network: torch.nn.Module | None,
     samples: Iterable[Mapping],
@@ -44,6 +89,8 @@ def evaluate_tiles(
     match_iou: float = 0.5,
     radius: float = 12.0,
     predict_fn: Callable[..., tuple[np.ndarray, np.ndarray]] | None = None,
+    overlay_dir: str | os.PathLike | None = None,
+    progress: bool = True,
     **predict_kwargs,
 ) -> dict:
     """Predict every tile and measure it against its labels.
@@ -58,6 +105,9 @@ def evaluate_tiles(
         radius: centroid pairing radius in pixels (inclusive).
         predict_fn: ``predict_fn(network, image, device, **predict_kwargs) -> (inst_map, type_map)`` of (H, W)
             int arrays; defaults to :func:`monai_dafgan.segmentation.predict_tile` (HoVer-Net).
+        overlay_dir: when given, ``<overlay_dir>/<name>.png`` shows each tile with its true and its predicted nuclei
+            (outlines in the CoNSeP type colours).
+        progress: show a progress bar over tiles.
         predict_kwargs: passed to ``predict_fn``.
 
     Returns:
@@ -72,7 +122,8 @@ def evaluate_tiles(
     names = INSTANCE_METRICS + COUNT_KEYS + typed_metric_names(num_types)
     metric = NucleiMetric(metric_name=names, num_types=num_types, match_iou=match_iou, radius=radius)
     tiles = []
-    for index, sample in enumerate(samples):
+    samples = list(samples)
+    for index, sample in enumerate(tqdm(samples, desc="evaluating", unit="tile", disable=not progress)):
         true_inst, true_type = _plane(sample["label_inst"]), _plane(sample["label_type"])
         pred_inst, pred_type = predict_fn(network, sample["image"], device, **predict_kwargs)
         pred_inst, pred_type = _plane(pred_inst), _plane(pred_type)
@@ -81,7 +132,11 @@ def evaluate_tiles(
         scores = nuclei_metrics(
             pred_inst, true_inst, pred_type, true_type, num_types=num_types, match_iou=match_iou, radius=radius
         )
-        tiles.append({"name": str(sample.get("name", f"tile_{index}")), **scores})
+        name = str(sample.get("name", f"tile_{index}"))
+        tiles.append({"name": name, **scores})
+        if overlay_dir is not None:
+            panels = [overlay_nuclei(sample["image"], true_inst, true_type), overlay_nuclei(sample["image"], pred_inst, pred_type)]
+            save_png(image_grid([panels], titles=["truth", f"prediction (PQ {scores['pq']:.3f})"]), Path(overlay_dir) / f"{name}.png")
         pred = torch.as_tensor(np.stack([pred_inst, pred_type]).astype(np.int64))[None]
         true = torch.as_tensor(np.stack([true_inst, true_type]).astype(np.int64))[None]
         metric(y_pred=pred, y=true)
@@ -132,3 +187,93 @@ def format_table1(
         cells = [_cell([_metrics_of(run).get(key) for run in runs], digits) for _, key in columns]
         lines.append("| " + " | ".join([str(condition)] + cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def write_evaluation(result: Mapping, output_dir: str | os.PathLike, condition: str = "model", **details) -> dict:
+    """Write an :func:`evaluate_tiles` result as ``metrics.json`` and ``table1.md`` in ``output_dir``.
+
+    Args:
+        result: the evaluation result.
+        output_dir: created when missing; files are written atomically.
+        condition: the row name of the table (e.g. ``real+DAFF-GAN``).
+        details: recorded in the JSON next to the result (checkpoint, dataset folder, split, ...).
+
+    Returns:
+        the JSON content: ``{"condition", **details, "tiles", "aggregate", "num_tiles"}``.
+    """
+    output = Path(output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    content = {"condition": condition, **{k: str(v) if isinstance(v, os.PathLike) else v for k, v in details.items()}}
+    content.update(result)
+    atomic_write(output / "metrics.json", lambda f: f.write(json.dumps(content, indent=2).encode()))
+    atomic_write(output / "table1.md", lambda f: f.write(format_table1({condition: result}).encode()))
+    return content
+
+
+def _tile_scores(runs: Sequence[Mapping], key: str) -> dict[str, list[float]]:
+    """tile name -> the metric of that tile in each run (runs in seed order)."""
+    scores: dict[str, list[float]] = {}
+    for run in runs:
+        for tile in run["tiles"]:
+            scores.setdefault(tile["name"], []).append(float(tile[key]))
+    return scores
+
+
+def paired_comparison(
+    results: Mapping[str, Sequence[Mapping]],
+    baseline: str,
+    metrics: Sequence[str] = ("dice", "aji", "dq", "sq", "pq"),
+    num_bootstrap: int = 10000,
+    seed: int = 0,
+) -> dict[str, dict[str, dict]]:
+    """Paired differences of every condition against ``baseline``, per tile and seed.
+
+    Runs pair by position (seed ``i`` of a condition with seed ``i`` of the baseline: same initialisation and order
+    of real data), tiles by name. For each metric the difference of each (seed, tile) is averaged over seeds per
+    tile; the report gives the mean over tiles (what the table's difference of means is), a 95 % bootstrap interval
+    that resamples tiles (the unit the test data are made of), the share of bootstrap means above 0, and how many
+    seeds improved the tile-mean.
+
+    Args:
+        results: condition -> per-seed :func:`evaluate_tiles` results (with ``tiles``).
+        baseline: the condition compared against (e.g. ``real``).
+        metrics: per-tile metric keys.
+        num_bootstrap: bootstrap resamples.
+        seed: bootstrap seed.
+
+    Returns:
+        ``{condition: {metric: {"mean_difference", "ci95": [low, high], "p_improved", "seeds_improved",
+        "num_seeds", "num_tiles"}}}`` for every condition but the baseline.
+
+    Raises:
+        ValueError: unknown baseline, different numbers of seeds, or tiles that are not the same.
+    """
+    if baseline not in results:
+        raise ValueError(f"baseline {baseline!r} is not among the conditions {list(results)}.")
+    rng = np.random.default_rng(seed)
+    base_runs = list(results[baseline])
+    report: dict[str, dict[str, dict]] = {}
+    for condition, runs in results.items():
+        runs = list(runs)
+        if condition == baseline:
+            continue
+        if len(runs) != len(base_runs):
+            raise ValueError(f"{condition!r} has {len(runs)} runs, {baseline!r} {len(base_runs)}: pairs need both.")
+        report[condition] = {}
+        for key in metrics:
+            ours, theirs = _tile_scores(runs, key), _tile_scores(base_runs, key)
+            if set(ours) != set(theirs):
+                raise ValueError(f"{condition!r} and {baseline!r} were evaluated on different tiles.")
+            names = sorted(ours)
+            diffs = np.array([np.subtract(ours[n], theirs[n]) for n in names])  # (tiles, seeds)
+            per_tile = diffs.mean(axis=1)
+            boot = per_tile[rng.integers(0, len(names), size=(num_bootstrap, len(names)))].mean(axis=1)
+            report[condition][key] = {
+                "mean_difference": float(per_tile.mean()),
+                "ci95": [float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))],
+                "p_improved": float((boot > 0).mean()),
+                "seeds_improved": int((diffs.mean(axis=0) > 0).sum()),
+                "num_seeds": int(diffs.shape[1]),
+                "num_tiles": len(names),
+            }
+    return report

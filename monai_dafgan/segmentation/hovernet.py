@@ -19,8 +19,10 @@ Input is a sample of the data contract (:mod:`monai_dafgan.data.io`), real or sy
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -52,14 +54,19 @@ from monai.transforms import (
 from monai.utils import HoVerNetBranch, convert_to_numpy
 from skimage.measure import label as connected_components
 
-from monai_dafgan.data.instances import relabel_sequential
+from monai_dafgan.data.datasets import image_files
+from monai_dafgan.data.instances import instance_centroids, relabel_sequential, types_of_instances
+from monai_dafgan.data.io import read_rgb_image, write_consep_sample
 
 __all__ = [
     "HOVERNET_NUM_CLASSES",
+    "TwoStageStepLR",
+    "hovernet_encoder_parameters",
     "hovernet_inferer",
     "hovernet_postprocess",
     "hovernet_train_transforms",
     "infer_tile",
+    "predict_folder",
     "predict_tile",
     "split_disconnected_instances",
 ]
@@ -164,6 +171,35 @@ def hovernet_train_transforms(patch_size: int = 256, out_size: int = 164, augmen
     return Compose(transforms)
 
 
+def hovernet_encoder_parameters(network: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The parameters ``HoVerNet(freeze_encoder=True)`` freezes: the dense layers of the first residual block and
+    the whole of the other three (the stem, the first block's shortcut and its transition stay trainable).
+
+    With :class:`monai_dafgan.engines.FreezeParameters` this gives the model zoo's two stages (encoder frozen, then
+    unfrozen) in one run."""
+    network = getattr(network, "module", network)  # DataParallel / DDP
+    blocks = list(network.res_blocks.children())
+    return list(blocks[0].layers.parameters()) + [p for block in blocks[1:] for p in block.parameters()]
+
+
+class TwoStageStepLR:
+    """Learning-rate factor (for ``LambdaLR``, stepped per epoch) of two stages that each restart a ``StepLR``.
+
+    The model zoo trains stage 0 (encoder frozen) and stage 1 (unfrozen) as two runs, each with ``StepLR(step_size,
+    gamma)`` from the base rate; in one run the factor is ``gamma ** ((epoch - start) // step_size)``, ``start``
+    being 0 in the first ``frozen_epochs`` epochs and ``frozen_epochs`` after.
+    """
+
+    def __init__(self, frozen_epochs: int, step_size: int = 25, gamma: float = 0.1):
+        if frozen_epochs < 0 or step_size < 1:
+            raise ValueError(f"need frozen_epochs >= 0 and step_size >= 1, got {frozen_epochs=}, {step_size=}.")
+        self.frozen_epochs, self.step_size, self.gamma = int(frozen_epochs), int(step_size), float(gamma)
+
+    def __call__(self, epoch: int) -> float:
+        start = self.frozen_epochs if epoch >= self.frozen_epochs else 0
+        return self.gamma ** ((epoch - start) // self.step_size)
+
+
 def hovernet_inferer(
     roi_size: int = 256, out_size: int = 164, sw_batch_size: int = 4, overlap: float | None = None
 ) -> SlidingWindowHoVerNetInferer:
@@ -263,7 +299,10 @@ def hovernet_postprocess(
         min_object_size=min_object_size,
     )
     type_post = HoVerNetNuclearTypePostProcessing()
-    info, inst_map = instance_post(outputs[HoVerNetBranch.NP.value], outputs[HoVerNetBranch.HV.value])
+    with warnings.catch_warnings():
+        # MONAI 1.6.1 calls skimage's remove_small_objects with its deprecated min_size; the result is unchanged
+        warnings.filterwarnings("ignore", message="Parameter `min_size` is deprecated", category=FutureWarning)
+        info, inst_map = instance_post(outputs[HoVerNetBranch.NP.value], outputs[HoVerNetBranch.HV.value])
     _, type_map = type_post(outputs[HoVerNetBranch.NC.value], info, inst_map)
     inst = convert_to_numpy(inst_map).reshape(inst_map.shape[-2:])
     types = convert_to_numpy(type_map).reshape(inst.shape)
@@ -294,3 +333,47 @@ def predict_tile(
     """
     outputs = infer_tile(network, image, device, roi_size, out_size, sw_batch_size, overlap)
     return hovernet_postprocess(outputs, **postprocess_kwargs)
+
+
+def predict_folder(
+    network: torch.nn.Module,
+    image_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    overlays: bool = True,
+    progress: bool = True,
+    **predict_kwargs,
+) -> list[Path]:
+    """Segment every image of a folder and write the predictions in CoNSeP layout.
+
+    Writes ``<output_dir>/Labels/<name>.mat`` (``inst_map``, ``type_map``, ``inst_type``, ``inst_centroid``, as
+    CoNSeP's files), a copy of the image as ``<output_dir>/Images/<name>.png`` (so the folder is itself a dataset,
+    e.g. of pseudo-labels) and, with ``overlays``, ``<output_dir>/overlays/<name>.png``.
+
+    Args:
+        network: a MONAI ``HoVerNet``.
+        image_dir: folder of RGB images (png, jpg, tif, ...), any size.
+        output_dir: created when missing.
+        device: where the network runs.
+        overlays: also draw the predicted nuclei over each image.
+        progress: show a progress bar.
+        predict_kwargs: passed to :func:`predict_tile`.
+
+    Returns:
+        the written label files.
+    """
+    from tqdm.auto import tqdm
+
+    from monai_dafgan.visualize import overlay_nuclei, save_png
+
+    written = []
+    for path in tqdm(image_files(image_dir), desc="predicting", unit="image", disable=not progress):
+        image = read_rgb_image(path).transpose(2, 0, 1).astype(np.float32)
+        inst, types = predict_tile(network, image, device, **predict_kwargs)
+        count = int(inst.max(initial=0))
+        points = np.concatenate([instance_centroids(inst, count), types_of_instances(inst, types, count)[:, None]], 1)
+        sample = {"image": image, "label_inst": inst[None], "label_type": types[None], "points": points}
+        written.append(write_consep_sample(output_dir, sample, name=path.stem)[1])
+        if overlays:
+            save_png(overlay_nuclei(image, inst, types), Path(output_dir) / "overlays" / f"{path.stem}.png")
+    return written

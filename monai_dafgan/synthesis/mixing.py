@@ -208,6 +208,8 @@ class SyntheticBatchMixer:
         collate_fn: collates the transformed synthetic samples (default :func:`monai_dafgan.data.nuclei_collate`:
             ``list_data_collate`` with ragged ``points`` as a list). Only keys of the real batch are kept.
         image_key: the batch key whose first dimension is the batch size.
+        num_types: the nucleus types the trained model expects (e.g. 4 for HoVer-Net with 5 classes); a synthesizer
+            with another number is refused up front, before any batch. ``None`` skips the check.
     """
 
     def __init__(
@@ -222,7 +224,14 @@ class SyntheticBatchMixer:
         spatial_size: int | Sequence[int] | None = None,
         collate_fn: Callable = nuclei_collate,
         image_key: str = "image",
+        num_types: int | None = None,
     ):
+        if num_types is not None and int(synthesizer.num_types) != int(num_types):
+            raise ValueError(
+                f"the synthesizer makes {synthesizer.num_types} nucleus types, the model trained here expects "
+                f"{num_types}: its generators were trained for another class scheme (check the synthesis bundle's "
+                f"num_types and the model's number of classes)."
+            )
         if mode not in ("append", "replace"):
             raise ValueError(f"mode must be 'append' or 'replace', got {mode!r}.")
         if fraction < 0 or (mode == "replace" and fraction > 1):

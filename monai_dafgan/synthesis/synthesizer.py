@@ -239,9 +239,11 @@ class NucleiSynthesizer:
         default to its keys ``num_types``, ``point_radius`` and ``min_area``; ``kwargs`` go to the constructor.
 
         Raises:
-            FileNotFoundError: no ``config_file`` or a missing weight file (both checked before building).
+            FileNotFoundError: no such folder, no ``config_file`` or a missing weight file (checked before building).
             ValueError: weights that do not fit the configured networks, or channel counts that do not match.
         """
+        if bundle_dir is None or not Path(bundle_dir).is_dir():
+            raise FileNotFoundError(f"synthesis bundle folder {bundle_dir} not found (a dafgan_nuclei_synthesis bundle).")
         bundle = Path(bundle_dir)
         weights = [_require_weights(bundle / name, bundle) for name in (POINTS_TO_MASK_WEIGHTS, MASK_TO_IMAGE_WEIGHTS)]
         parser = _bundle_parser(bundle, config_file, overrides)

@@ -1,0 +1,162 @@
+"""HoVer-Net weights from local files, with errors that say what does not fit.
+
+Pretrained encoders cannot be downloaded everywhere (this package's tests and many clusters have no network), so
+:func:`load_pretrained_encoder` reads a local file instead of MONAI's ``pretrained_url``. It takes
+
+- a torchvision-layout ResNet-50 state dict (``conv1.weight``, ``layer1.0.conv1.weight``, ...; e.g.
+  ``resnet50-11ad3fa6.pth``), adapted to HoVer-Net's pre-activation encoder as MONAI's
+  ``HoVerNet(adapt_standard_resnet=True)`` adapts it (each bottleneck's ``bn3`` becomes the next unit's pre-activation
+  norm; the last unit's ``bn3`` has no counterpart and is dropped);
+- a state dict in HoVer-Net's own keys (a HoVer-Net checkpoint, or weights already remapped by MONAI); only the
+  encoder (``conv0.*``, ``res_blocks.*``) is taken.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+__all__ = ["ENCODER_PREFIXES", "load_hovernet_weights", "load_pretrained_encoder", "read_state_dict"]
+
+logger = logging.getLogger(__name__)
+
+#: Key prefixes of HoVer-Net's encoder (what ``freeze_encoder`` and a pretrained encoder concern).
+ENCODER_PREFIXES = ("conv0.", "res_blocks.")
+_WRAPPER_KEYS = ("state_dict", "model", "network", "desc")
+_TYPE_HEAD = "type_prediction"
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file: a plain state dict, or one wrapped under ``state_dict``/``model``/``network``.
+
+    A ``module.`` prefix (DataParallel/DDP) is removed.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file holds no state dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such weights file.")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in _WRAPPER_KEYS:
+        if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
+            state = state[key]
+            break
+    if not isinstance(state, Mapping) or not state or not all(torch.is_tensor(v) for v in state.values()):
+        raise ValueError(f"{path} holds no state dict (a mapping of names to tensors).")
+    return {re.sub(r"^module\.", "", str(k)): v for k, v in state.items()}
+
+
+def _examples(items: list, count: int = 3) -> str:
+    shown = ", ".join(str(item) for item in items[:count])
+    return shown + (f" and {len(items) - count} more" if len(items) > count else "")
+
+
+def load_hovernet_weights(network: torch.nn.Module, path: str | os.PathLike) -> torch.nn.Module:
+    """Load a whole HoVer-Net checkpoint into ``network``, strictly, explaining any mismatch.
+
+    Args:
+        network: the (unwrapped) network the weights are for.
+        path: a state dict file (see :func:`read_state_dict`), e.g. ``models/model.pt`` of the HoVer-Net bundle.
+
+    Returns:
+        ``network``, loaded.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: keys missing or unexpected, or tensors of another shape; a type head of another width is named
+            as a class-count mismatch (``out_classes``).
+    """
+    state = read_state_dict(path)
+    own = network.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    reshaped = [k for k in own if k in state and state[k].shape != own[k].shape]
+    if not (missing or unexpected or reshaped):
+        network.load_state_dict(state)
+        return network
+    problems = []
+    head = [k for k in reshaped if k.startswith(_TYPE_HEAD) and k.endswith("weight") and own[k].ndim == 4]
+    if head:
+        key = head[-1]
+        problems.append(
+            f"its type head has {state[key].shape[0]} classes, this network {own[key].shape[0]} (out_classes; "
+            f"background + nucleus types)"
+        )
+    if reshaped:
+        problems.append(
+            f"{len(reshaped)} tensors of another shape ("
+            + _examples([f"{k}: file {tuple(state[k].shape)} vs network {tuple(own[k].shape)}" for k in reshaped])
+            + ")"
+        )
+    if missing:
+        problems.append(f"{len(missing)} tensors missing ({_examples(missing)})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} tensors this network does not have ({_examples(unexpected)})")
+    raise ValueError(f"{path} does not fit this network: " + "; ".join(problems) + ".")
+
+
+_TORCHVISION_RULES = (
+    (re.compile(r"^conv1\.(.+)$"), r"conv0.conv.\1"),
+    (re.compile(r"^bn1\.(.+)$"), r"conv0.bn.\1"),
+    (re.compile(r"^layer(\d)\.(\d+)\.conv(\d)\.(.+)$"), "res_blocks.d{b}.layers.denselayer_{u}.layers.conv{c}.{rest}"),
+    (re.compile(r"^layer(\d)\.(\d+)\.bn([12])\.(.+)$"), "res_blocks.d{b}.layers.denselayer_{u}.layers.conv{c}/bn.{rest}"),
+    (re.compile(r"^layer(\d)\.(\d+)\.bn3\.(.+)$"), "res_blocks.d{b}.layers.denselayer_{next}.layers.preact/bn.{rest}"),
+    (re.compile(r"^layer(\d)\.0\.downsample\.0\.(.+)$"), "res_blocks.d{b}.shortcut.{rest}"),
+    (re.compile(r"^layer(\d)\.0\.downsample\.1\.(.+)$"), "res_blocks.d{b}.bna_block.bn.{rest}"),
+)
+
+
+def _from_torchvision(key: str) -> str | None:
+    """HoVer-Net's name for a torchvision ResNet-50 tensor, or None when it has none (``fc.*``)."""
+    for pattern, template in _TORCHVISION_RULES:
+        match = pattern.match(key)
+        if not match:
+            continue
+        if not template.startswith("res_blocks"):
+            return pattern.sub(template, key)
+        groups = match.groups()
+        block = int(groups[0]) - 1
+        if "downsample" in pattern.pattern:
+            return template.format(b=block, rest=groups[1])
+        unit = int(groups[1])
+        if "bn3" in pattern.pattern:
+            return template.format(b=block, next=unit + 1, rest=groups[2])
+        return template.format(b=block, u=unit, c=groups[2], rest=groups[3])
+    return None
+
+
+def load_pretrained_encoder(network: torch.nn.Module, path: str | os.PathLike) -> int:
+    """Initialise HoVer-Net's encoder from a local file (layouts in the module docstring); the rest is untouched.
+
+    Args:
+        network: a MONAI ``HoVerNet`` (unwrapped).
+        path: the weights file.
+
+    Returns:
+        the number of encoder tensors loaded (logged, with how many of the encoder's tensors that is).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: no tensor of the file fits the encoder (another architecture, or an unknown layout).
+    """
+    state = read_state_dict(path)
+    if any(key.startswith("layer1.") for key in state):
+        state = {new: value for key, value in state.items() if (new := _from_torchvision(key)) is not None}
+    own = network.state_dict()
+    encoder = [k for k in own if k.startswith(ENCODER_PREFIXES)]
+    usable = {k: v for k, v in state.items() if k in own and k.startswith(ENCODER_PREFIXES) and v.shape == own[k].shape}
+    if not usable:
+        raise ValueError(
+            f"{path}: no tensor fits HoVer-Net's encoder (expected a torchvision-layout ResNet-50 or HoVer-Net keys "
+            f"such as {encoder[0]!r}; the file has e.g. {_examples(list(state))})."
+        )
+    network.load_state_dict(usable, strict=False)
+    logger.info(f"initialised {len(usable)} of HoVer-Net's {len(encoder)} encoder tensors from {path}")
+    return len(usable)
