@@ -13,6 +13,7 @@ from .datasets import (
     nuclei_file_list,
 )
 from .io import NucleiDataError, atomic_write, check_sample, make_sample, read_label_file, read_rgb_image, read_sample, write_consep_sample
+from .stain import RandHEDJitter, RandHEDJitterd
 from .toy import make_toy_consep, make_toy_sample
 from .types import NUM_TYPES, TYPE_COLORS, TYPE_NAMES, merge_types
 
@@ -22,6 +23,8 @@ __all__ = [
     "TYPE_NAMES",
     "LoadNucleiSampled",
     "NucleiDataError",
+    "RandHEDJitter",
+    "RandHEDJitterd",
     "SlidingWindowCropDataset",
     "SlidingWindowCropd",
     "atomic_write",

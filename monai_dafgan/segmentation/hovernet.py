@@ -4,9 +4,10 @@ The chain follows the MONAI model-zoo bundle ``pathology_nuclei_segmentation_cla
 256 -> 164), with these differences, all on purpose:
 
 - no torchvision: ``ColorJitter`` is replaced by MONAI intensity transforms (multiplicative brightness 0.9-1.0,
-  contrast 0.95-1.1 about the mean, as in the bundle; MONAI has no hue/saturation jitter, so a per-channel gain of
-  +-5 % stands in for them, a colour-balance shift; ``monai.apps.pathology`` 1.6.1 has stain extraction and
-  normalisation only, no stain augmentation);
+  contrast 0.95-1.1 about the mean, as in the bundle) and, for its hue/saturation jitter, which MONAI lacks, an H&E
+  stain jitter (:class:`monai_dafgan.data.RandHEDJitterd`: each stain's optical density scaled by 0.95-1.05 and
+  shifted by +-0.05, Tellez et al.'s "HED-light"; ``monai.apps.pathology`` 1.6.1 normalises stains, it does not
+  augment them);
 - the image is resampled bilinearly by the affine (the bundle uses nearest for everything), labels stay nearest;
 - Gaussian noise has std up to 0.05 * 255 on the 0..255 image, HoVer-Net's own setting (the bundle's 0.05 on a
   0..255 image does nothing visible);
@@ -57,6 +58,7 @@ from skimage.measure import label as connected_components
 from monai_dafgan.data.datasets import image_files
 from monai_dafgan.data.instances import instance_centroids, relabel_sequential, types_of_instances
 from monai_dafgan.data.io import read_rgb_image, write_consep_sample
+from monai_dafgan.data.stain import RandHEDJitterd
 
 __all__ = [
     "HOVERNET_NUM_CLASSES",
@@ -154,7 +156,7 @@ def hovernet_train_transforms(patch_size: int = 256, out_size: int = 164, augmen
             ),
             RandScaleIntensityd(keys="image", factors=(-0.1, 0.0), prob=1.0),
             RandScaleIntensityFixedMeand(keys="image", factors=(-0.05, 0.1), prob=1.0),
-            RandScaleIntensityd(keys="image", factors=0.05, channel_wise=True, prob=1.0),
+            RandHEDJitterd(keys="image", prob=1.0, scale_range=0.05, shift_range=0.05),
         ]
     transforms += [
         ScaleIntensityRanged(keys="image", a_min=0.0, a_max=255.0, b_min=0.0, b_max=1.0, clip=True),
