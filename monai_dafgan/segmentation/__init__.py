@@ -14,13 +14,14 @@ from monai_dafgan.segmentation.evaluation import (
 )
 from monai_dafgan.segmentation.hovernet import (
     HOVERNET_NUM_CLASSES,
+    HoVerNetNucleid,
+    SaveNucleiPredictions,
     TwoStageStepLR,
     hovernet_encoder_parameters,
     hovernet_inferer,
     hovernet_postprocess,
     hovernet_train_transforms,
     infer_tile,
-    predict_folder,
     predict_tile,
     split_disconnected_instances,
 )
@@ -28,6 +29,8 @@ from monai_dafgan.segmentation.weights import load_hovernet_weights, load_pretra
 
 __all__ = [
     "HOVERNET_NUM_CLASSES",
+    "HoVerNetNucleid",
+    "SaveNucleiPredictions",
     "TABLE1_COLUMNS",
     "TwoStageStepLR",
     "evaluate_tiles",
@@ -40,7 +43,6 @@ __all__ = [
     "load_hovernet_weights",
     "load_pretrained_encoder",
     "paired_comparison",
-    "predict_folder",
     "predict_tile",
     "read_state_dict",
     "select_tiles",

@@ -41,6 +41,7 @@ from monai.transforms import (
     DeleteItemsd,
     EnsureTyped,
     Lambdad,
+    MapTransform,
     MedianSmoothd,
     OneOf,
     RandAffined,
@@ -55,9 +56,8 @@ from monai.transforms import (
 from monai.utils import HoVerNetBranch, convert_to_numpy
 from skimage.measure import label as connected_components
 
-from monai_dafgan.data.datasets import image_files
 from monai_dafgan.data.instances import instance_centroids, relabel_sequential, types_of_instances
-from monai_dafgan.data.io import read_rgb_image, write_consep_sample
+from monai_dafgan.data.io import write_consep_sample
 from monai_dafgan.data.stain import RandHEDJitterd
 
 __all__ = [
@@ -67,8 +67,9 @@ __all__ = [
     "hovernet_inferer",
     "hovernet_postprocess",
     "hovernet_train_transforms",
+    "HoVerNetNucleid",
+    "SaveNucleiPredictions",
     "infer_tile",
-    "predict_folder",
     "predict_tile",
     "split_disconnected_instances",
 ]
@@ -202,6 +203,15 @@ class TwoStageStepLR:
         return self.gamma ** ((epoch - start) // self.step_size)
 
 
+class _HoVerNetInferer(SlidingWindowHoVerNetInferer):
+    def __call__(self, *args, **kwargs):
+        with warnings.catch_warnings():
+            # MONAI 1.6.1's HoVer-Net inferer indexes with a list of slices; torch still reads it as a tuple
+            # (tests/test_hovernet_recipe.py checks the stitching), so the deprecation is noise here
+            warnings.filterwarnings("ignore", message="Using a non-tuple sequence", category=UserWarning)
+            return super().__call__(*args, **kwargs)
+
+
 def hovernet_inferer(
     roi_size: int = 256, out_size: int = 164, sw_batch_size: int = 4, overlap: float | None = None
 ) -> SlidingWindowHoVerNetInferer:
@@ -218,7 +228,7 @@ def hovernet_inferer(
         without which the tile's border would get no prediction.
     """
     margin = (roi_size - out_size) // 2
-    return SlidingWindowHoVerNetInferer(
+    return _HoVerNetInferer(
         roi_size=roi_size,
         sw_batch_size=sw_batch_size,
         overlap=1.0 - out_size / roi_size if overlap is None else overlap,
@@ -260,11 +270,7 @@ def infer_tile(
     network.eval()
     try:
         with torch.no_grad(), torch.autocast(device_type=device.type, enabled=device.type == "cuda"):
-            with warnings.catch_warnings():
-                # MONAI 1.6.1's HoVer-Net inferer indexes with a list of slices; torch still reads it as a tuple
-                # (tests/test_hovernet_recipe.py checks the stitching), so the deprecation is noise here
-                warnings.filterwarnings("ignore", message="Using a non-tuple sequence", category=UserWarning)
-                outputs = inferer(tile, network)
+            outputs = inferer(tile, network)
     finally:
         network.train(was_training)
     return {str(getattr(k, "value", k)): v[0].detach().float().cpu() for k, v in outputs.items()}
@@ -337,45 +343,56 @@ def predict_tile(
     return hovernet_postprocess(outputs, **postprocess_kwargs)
 
 
-def predict_folder(
-    network: torch.nn.Module,
-    image_dir: str | os.PathLike,
-    output_dir: str | os.PathLike,
-    device: str | torch.device = "cpu",
-    overlays: bool = True,
-    progress: bool = True,
-    **predict_kwargs,
-) -> list[Path]:
-    """Segment every image of a folder and write the predictions in CoNSeP layout.
-
-    Writes ``<output_dir>/Labels/<name>.mat`` (``inst_map``, ``type_map``, ``inst_type``, ``inst_centroid``, as
-    CoNSeP's files), a copy of the image as ``<output_dir>/Images/<name>.png`` (so the folder is itself a dataset,
-    e.g. of pseudo-labels) and, with ``overlays``, ``<output_dir>/overlays/<name>.png``.
+class HoVerNetNucleid(MapTransform):
+    """Dictionary post-processing for an evaluator: the HoVer-Net outputs of one image (``pred``, a dict of branches
+    without batch dimension) -> ``inst_map`` and ``type_map`` ((1, H, W) int32) by :func:`hovernet_postprocess`.
 
     Args:
-        network: a MONAI ``HoVerNet``.
-        image_dir: folder of RGB images (png, jpg, tif, ...), any size.
-        output_dir: created when missing.
-        device: where the network runs.
-        overlays: also draw the predicted nuclei over each image.
-        progress: show a progress bar.
-        predict_kwargs: passed to :func:`predict_tile`.
-
-    Returns:
-        the written label files.
+        keys: the key of the outputs (default ``pred``; one key).
+        postprocess_kwargs: passed to :func:`hovernet_postprocess`.
     """
-    from tqdm.auto import tqdm
 
-    from monai_dafgan.visualize import overlay_nuclei, save_png
+    def __init__(self, keys="pred", allow_missing_keys: bool = False, **postprocess_kwargs):
+        super().__init__(keys, allow_missing_keys)
+        self.postprocess_kwargs = postprocess_kwargs
 
-    written = []
-    for path in tqdm(image_files(image_dir), desc="predicting", unit="image", disable=not progress):
-        image = read_rgb_image(path).transpose(2, 0, 1).astype(np.float32)
-        inst, types = predict_tile(network, image, device, **predict_kwargs)
-        count = int(inst.max(initial=0))
-        points = np.concatenate([instance_centroids(inst, count), types_of_instances(inst, types, count)[:, None]], 1)
-        sample = {"image": image, "label_inst": inst[None], "label_type": types[None], "points": points}
-        written.append(write_consep_sample(output_dir, sample, name=path.stem)[1])
-        if overlays:
-            save_png(overlay_nuclei(image, inst, types), Path(output_dir) / "overlays" / f"{path.stem}.png")
-    return written
+    def __call__(self, data: Mapping) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            inst, types = hovernet_postprocess(d[key], **self.postprocess_kwargs)
+            d["inst_map"], d["type_map"] = inst[None], types[None]
+        return d
+
+
+class SaveNucleiPredictions:
+    """Evaluator handler writing each image's predicted nuclei in CoNSeP layout.
+
+    For every output item (after :class:`HoVerNetNucleid`) writes ``<output_dir>/Labels/<name>.mat`` (``inst_map``,
+    ``type_map``, ``inst_type``, ``inst_centroid``, as CoNSeP's files), the image as ``<output_dir>/Images/<name>.png``
+    (so the folder is itself a dataset, e.g. of pseudo-labels) and, with ``overlays``,
+    ``<output_dir>/overlays/<name>.png``. Names come from the batch's ``name``; images are read from the output's
+    ``image`` with values 0..``image_max``.
+    """
+
+    def __init__(self, output_dir: str | os.PathLike, overlays: bool = True, image_max: float = 1.0):
+        self.output_dir, self.overlays, self.image_max = Path(output_dir), overlays, float(image_max)
+
+    def attach(self, engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def __call__(self, engine) -> None:
+        from monai_dafgan.visualize import overlay_nuclei, save_png
+
+        for index, (item, output) in enumerate(zip(engine.state.batch, engine.state.output)):
+            name = item.get("name") or f"image_{engine.state.iteration}_{index}"
+            image = convert_to_numpy(output["image"]).astype(np.float32) * (255.0 / self.image_max)
+            inst = convert_to_numpy(output["inst_map"]).reshape(image.shape[1:])
+            types = convert_to_numpy(output["type_map"]).reshape(image.shape[1:])
+            count = int(inst.max(initial=0))
+            points = np.concatenate([instance_centroids(inst, count), types_of_instances(inst, types, count)[:, None]], 1)
+            sample = {"image": image, "label_inst": inst[None], "label_type": types[None], "points": points}
+            write_consep_sample(self.output_dir, sample, name=name)
+            if self.overlays:
+                save_png(overlay_nuclei(image, inst, types), self.output_dir / "overlays" / f"{name}.png")
