@@ -7,6 +7,8 @@ Commands:
     preview-points  a PNG grid of random point sets (stage 1) next to real ones
     plot-losses     a PNG of the loss curves of a training run (its TensorBoard folder)
     synthesize      write synthetic paired samples (CoNSeP layout) with a synthesis bundle, plus a preview grid
+    table1          the paper's Table I study from a protocol (configs/table1/*.yaml): trains what is missing,
+                    evaluates every run on whole tiles, writes the table and paired comparisons
 """
 
 from __future__ import annotations
@@ -44,21 +46,10 @@ def _summarize(data_dir: Path, split: str, out: Path, max_tiles: int) -> dict:
     return summary
 
 
-def _source_bundles() -> Path:
-    """The ``bundles/`` folder of the source checkout this package runs from."""
-    bundles = Path(__file__).resolve().parents[1] / "bundles"
-    if not (bundles / "dafgan_points2mask" / "configs" / "train.yaml").is_file():
-        raise FileNotFoundError(f"{bundles} not found: the demo runs from a source checkout (pip install -e .).")
-    return bundles
-
-
 def _bundle_copy(name: str, out: Path) -> Path:
-    import shutil
+    from monai_dafgan.study import copy_bundle
 
-    target = out / "bundles" / name
-    shutil.copytree(_source_bundles() / name, target, dirs_exist_ok=True,
-                    ignore=shutil.ignore_patterns("runs", "eval", "*.pt", "*.ts", "*.npz"))
-    return target
+    return copy_bundle(name, out / "bundles" / name)
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
@@ -159,6 +150,13 @@ def _cmd_synthesize(args: argparse.Namespace) -> None:
     print(f"wrote {args.num_samples} samples of {args.size}x{args.size} to {root} and a preview to {args.out / 'preview.png'}")
 
 
+def _cmd_table1(args: argparse.Namespace) -> None:
+    from monai_dafgan.study import load_protocol, run_study
+
+    protocol = load_protocol(args.protocol, dataset_dir=args.dataset_dir, seeds=args.seeds, device=args.device)
+    run_study(protocol, args.out)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m monai_dafgan", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -210,16 +208,25 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--preset", default=None, help="preset the generators were trained with (default: the bundle's)")
     synth.add_argument("--batch-size", type=int, default=8)
     synth.set_defaults(func=_cmd_synthesize)
+
+    table1 = commands.add_parser("table1", help="run (or complete) the Table I study of a protocol file")
+    table1.add_argument("--protocol", type=Path, required=True, help="e.g. configs/table1/reduced.yaml")
+    table1.add_argument("--out", type=Path, required=True, help="study folder; pieces already there are reused")
+    table1.add_argument("--dataset-dir", default=None, help="CoNSeP-layout folder (default: the protocol's)")
+    table1.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default: the protocol's)")
+    table1.add_argument("--device", default=None, help="cpu or cuda (default: the protocol's, else the bundles')")
+    table1.set_defaults(func=_cmd_table1)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from monai_dafgan.data import NucleiDataError
+    from monai_dafgan.study import StudyStepError
 
     try:
         args.func(args)
-    except (NucleiDataError, FileExistsError, FileNotFoundError, ValueError) as err:
+    except (NucleiDataError, FileExistsError, FileNotFoundError, ValueError, StudyStepError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
