@@ -314,6 +314,7 @@ class LossProgressBar:
         from ignite.handlers import ProgressBar
 
         keys = self.keys
+
         def shown(output) -> dict:
             output = _first_output(output)
             return {k: output[k] for k in keys if k in output}
