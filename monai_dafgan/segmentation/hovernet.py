@@ -1,4 +1,5 @@
-"""HoVer-Net recipe pieces: the training transform chain, whole-tile inference and post-processing.
+"""HoVer-Net recipe pieces: the training transform chain, two-stage training helpers, whole-tile inference,
+post-processing (also as an evaluator transform) and writing predictions in CoNSeP layout.
 
 The chain follows the MONAI model-zoo bundle ``pathology_nuclei_segmentation_classification`` (v0.2.6, fast mode
 256 -> 164), with these differences, all on purpose:
