@@ -57,9 +57,10 @@ from monai.transforms import (
 from monai.utils import HoVerNetBranch, convert_to_numpy
 from skimage.measure import label as connected_components
 
-from monai_dafgan.data.instances import instance_centroids, relabel_sequential, types_of_instances
+from monai_dafgan.data.instances import relabel_sequential
 from monai_dafgan.data.io import write_consep_sample
 from monai_dafgan.data.stain import RandHEDJitterd
+from monai_dafgan.data.transforms import LabelsToPoints
 
 __all__ = [
     "HOVERNET_NUM_CLASSES",
@@ -389,11 +390,9 @@ class SaveNucleiPredictions:
         for index, (item, output) in enumerate(zip(engine.state.batch, engine.state.output)):
             name = item.get("name") or f"image_{engine.state.iteration}_{index}"
             image = convert_to_numpy(output["image"]).astype(np.float32) * (255.0 / self.image_max)
-            inst = convert_to_numpy(output["inst_map"]).reshape(image.shape[1:])
-            types = convert_to_numpy(output["type_map"]).reshape(image.shape[1:])
-            count = int(inst.max(initial=0))
-            points = np.concatenate([instance_centroids(inst, count), types_of_instances(inst, types, count)[:, None]], 1)
-            sample = {"image": image, "label_inst": inst[None], "label_type": types[None], "points": points}
+            types = convert_to_numpy(output["type_map"]).reshape(1, *image.shape[1:])
+            points, inst = LabelsToPoints()(output["inst_map"], types)
+            sample = {"image": image, "label_inst": inst, "label_type": types, "points": points}
             write_consep_sample(self.output_dir, sample, name=name)
             if self.overlays:
                 save_png(overlay_nuclei(image, inst, types), self.output_dir / "overlays" / f"{name}.png")
