@@ -255,8 +255,9 @@ def run_study(protocol: Mapping, out: str | os.PathLike) -> dict:
     report = summarize_study(results, protocol)
     report["minutes"] = round((time.perf_counter() - started) / 60, 1)
     atomic_write(out / "table1.json", lambda f: f.write(json.dumps(report, indent=2).encode()))
-    atomic_write(out / "table1.md", lambda f: f.write(format_study(report).encode()))
-    print(f"\n{format_study(report)}\nwrote {out / 'table1.md'} and {out / 'table1.json'}")
+    markdown = format_study(report)
+    atomic_write(out / "table1.md", lambda f: f.write(markdown.encode()))
+    print(f"\n{markdown}\nwrote {out / 'table1.md'} and {out / 'table1.json'}")
     return report
 
 
