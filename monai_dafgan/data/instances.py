@@ -87,3 +87,37 @@ def types_of_instances(inst_map: np.ndarray, type_map: np.ndarray, num_instances
     types = np.zeros(k + 1, dtype=np.int32)
     types[ids[keep]] = type_map.ravel()[keep]
     return types[1:]
+
+
+def instance_ellipses(inst_map: np.ndarray, num_instances: int | None = None) -> np.ndarray:
+    """The moment ellipse of ids 1..K of a 2-D map, as (K, 3) float64 ``(major, minor, orientation)``.
+
+    ``major`` and ``minor`` are full axis lengths in pixels, ``4 * sqrt(eigenvalue)`` of the pixel covariance
+    (scikit-image's ``major_axis_length``/``minor_axis_length``, so ``sqrt(1 - (minor / major)**2)`` is its
+    ``eccentricity``); ``orientation`` in ``[0, pi)`` is the angle of the major axis, whose direction is
+    ``(cos, sin)`` in (row, column) coordinates. Ids with no pixel get zeros.
+    """
+    if inst_map.ndim != 2:
+        raise ValueError(f"expected a 2-D instance map, got shape {inst_map.shape}.")
+    k = int(inst_map.max(initial=0)) if num_instances is None else num_instances
+    flat_index = np.flatnonzero(inst_map)
+    labels = inst_map.ravel()[flat_index].astype(np.int64)
+    keep = labels <= k
+    labels, flat_index = labels[keep], flat_index[keep]
+    rows, cols = np.divmod(flat_index, inst_map.shape[1])
+    area = np.bincount(labels, minlength=k + 1)[1 : k + 1].astype(np.float64)
+    safe = np.maximum(area, 1.0)
+
+    def mean(values: np.ndarray) -> np.ndarray:
+        return np.bincount(labels, weights=values, minlength=k + 1)[1 : k + 1] / safe
+
+    mr, mc = mean(rows.astype(np.float64)), mean(cols.astype(np.float64))
+    dr, dc = rows - mr[labels - 1], cols - mc[labels - 1]
+    crr, ccc, crc = mean(dr * dr), mean(dc * dc), mean(dr * dc)
+    half_trace, root = (crr + ccc) / 2, np.sqrt(((crr - ccc) / 2) ** 2 + crc**2)
+    major = 4 * np.sqrt(np.maximum(half_trace + root, 0.0))
+    minor = 4 * np.sqrt(np.maximum(half_trace - root, 0.0))
+    orientation = np.mod(0.5 * np.arctan2(2 * crc, crr - ccc), np.pi)
+    out = np.stack([major, minor, orientation], axis=1)
+    out[area == 0] = 0.0
+    return out

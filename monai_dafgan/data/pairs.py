@@ -1,7 +1,9 @@
 """Training pairs for the two generators, made from real samples.
 
 - Points to masks (G1): ``condition`` = the point map of the sample's real centroids (T + 1 channels, see
-  :mod:`monai_dafgan.points.encoding`), ``target`` = the one-hot type mask (T + 1 channels).
+  :mod:`monai_dafgan.points.encoding`), ``target`` = the one-hot type mask (T + 1 channels). ``point_encoding``
+  ``"disk"`` draws each point as a disk of ``radius`` (the paper's point map), ``"ellipse"`` as the moment ellipse
+  of its real nucleus (the shape-aware encoding; synthesis then draws shapes from the centroid library).
 - Masks to images (G2): ``condition`` = the one-hot type mask plus an instance-edge channel (T + 2 channels),
   ``target`` = the RGB image scaled from 0..255 to -1..1.
 
@@ -18,7 +20,6 @@ from collections.abc import Sequence
 import torch
 from monai.transforms import (
     Compose,
-    ConcatItemsd,
     CopyItemsd,
     EnsureTyped,
     Lambdad,
@@ -31,10 +32,13 @@ from monai.transforms import (
 from monai.utils import convert_to_numpy
 
 from ..points.encoding import DEFAULT_RADIUS, PointsToMapd
-from .transforms import InstanceEdgesd, LabelsToPointsd, TypeOneHotd
+from .conditions import MaskConditiond, image_to_unit_range, unit_range_to_image  # noqa: F401 (re-exported)
+from .transforms import InstanceEllipsesd, LabelsToPointsd, TypeOneHotd
 from .types import NUM_TYPES
 
 SPATIAL_KEYS = ("image", "label_inst", "label_type")
+#: How G1's input draws a point: "disk" (a disk of the point radius) or "ellipse" (the nucleus's shape).
+POINT_ENCODINGS = ("disk", "ellipse")
 
 
 def _spatial_augmentation(patch_size: Sequence[int] | int | None, augment: bool) -> list:
@@ -65,13 +69,19 @@ def points_to_mask_pairs(
     radius: float = DEFAULT_RADIUS,
     num_types: int = NUM_TYPES,
     half_resolution: bool = False,
+    point_encoding: str = "disk",
 ) -> Compose:
     """Sample -> ``{"condition": (T+1, H, W) point map, "target": (T+1, H, W) one-hot mask}``, float32 tensors."""
+    if point_encoding not in POINT_ENCODINGS:
+        raise ValueError(f"point_encoding must be one of {POINT_ENCODINGS}, got {point_encoding!r}.")
+    ellipse = point_encoding == "ellipse"
     return Compose([
         *_spatial_augmentation(patch_size, augment),
         Lambdad(["label_inst", "label_type"], convert_to_numpy),
         LabelsToPointsd(),
-        PointsToMapd(radius=radius, num_types=num_types, map_key="condition", markers_key="point_markers"),
+        *([InstanceEllipsesd("label_inst", "point_shapes")] if ellipse else []),
+        PointsToMapd(radius=radius, num_types=num_types, map_key="condition", markers_key="point_markers",
+                     shapes_key="point_shapes" if ellipse else None),
         TypeOneHotd(output_key="target", num_types=num_types),
         SelectItemsd(["condition", "target", "name"], allow_missing_keys=True),
         EnsureTyped(["condition", "target"], data_type="tensor", dtype=torch.float32, track_meta=False),
@@ -89,22 +99,10 @@ def mask_to_image_pairs(
     return Compose([
         *_spatial_augmentation(patch_size, augment),
         Lambdad(["label_inst", "label_type"], convert_to_numpy),
-        TypeOneHotd(output_key="type_onehot", num_types=num_types),
-        InstanceEdgesd(output_key="inst_edges"),
-        ConcatItemsd(["type_onehot", "inst_edges"], name="condition", dim=0),
+        MaskConditiond(("label_inst", "label_type"), output_key="condition", num_types=num_types),
         CopyItemsd("image", names="target"),
         Lambdad("target", image_to_unit_range),
         SelectItemsd(["condition", "target", "name"], allow_missing_keys=True),
         EnsureTyped(["condition", "target"], data_type="tensor", dtype=torch.float32, track_meta=False),
         *_finish(half_resolution),
     ])
-
-
-def image_to_unit_range(image):
-    """RGB 0..255 -> -1..1, the generators' image range (their output is a tanh)."""
-    return image / 127.5 - 1.0
-
-
-def unit_range_to_image(image):
-    """-1..1 -> RGB 0..255 (inverse of :func:`image_to_unit_range`), clipped."""
-    return ((image + 1.0) * 127.5).clip(0, 255)

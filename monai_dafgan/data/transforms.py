@@ -6,6 +6,8 @@
   generator's input.
 - :class:`LabelsToPoints`: (label_inst, label_type) -> (K, 3) points, recomputed after spatial augmentation so
   that points always match the labels they came with.
+- :class:`InstanceEllipsesd`: (label_inst) -> (K, 3) moment ellipses of its instances, row for row with the points
+  (the shapes of the shape-aware point encoding).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, Transform
 from monai.utils import convert_to_numpy
 
-from .instances import instance_centroids, relabel_sequential, types_of_instances
+from .instances import instance_centroids, instance_ellipses, relabel_sequential, types_of_instances
 from .types import NUM_TYPES
 
 
@@ -113,4 +115,21 @@ class LabelsToPointsd(MapTransform):
         d = dict(data)
         points, inst = self.converter(d[self.inst_key], d[self.type_key])
         d[self.points_key], d[self.inst_key] = points, _like(inst, d[self.inst_key])
+        return d
+
+
+class InstanceEllipsesd(MapTransform):
+    """Writes the (K, 3) float32 moment ellipses ``(major, minor, orientation)`` of instances 1..K of ``keys`` (a
+    (1, H, W) or (H, W) map numbered 1..K, e.g. after :class:`LabelsToPointsd`) to ``output_key``; see
+    :func:`monai_dafgan.data.instances.instance_ellipses`."""
+
+    def __init__(self, keys: KeysCollection = "label_inst", output_key: Hashable = "point_shapes", allow_missing_keys: bool = False):
+        super().__init__(keys, allow_missing_keys)
+        self.output_key = output_key
+
+    def __call__(self, data: Mapping) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            inst = convert_to_numpy(d[key])
+            d[self.output_key] = instance_ellipses(inst.reshape(inst.shape[-2:])).astype(np.float32)
         return d

@@ -3,6 +3,7 @@
 from .dataset import PointSetDataset
 from .encoding import PointsToMap, PointsToMapd, map_to_points, points_to_maps, validate_points
 from .library import CentroidLibrary, PointStatistics, neighbour_distances_by_type
+from .shapes import NucleusShapes, orientation_deviations
 from .transforms import (
     PointSetDictTransform,
     PointSetTransform,
@@ -26,6 +27,7 @@ from .transforms import (
 
 __all__ = [
     "CentroidLibrary",
+    "NucleusShapes",
     "PointSetDataset",
     "PointSetDictTransform",
     "PointSetTransform",
@@ -46,6 +48,7 @@ __all__ = [
     "RandPointRotate90d",
     "RandPointSetAugmentd",
     "enforce_spacing",
+    "orientation_deviations",
     "generate_point_set",
     "keep_inside",
     "map_to_points",

@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial import cKDTree
 
+from ..data.instances import instance_ellipses
 from ..data.types import NUM_TYPES
+from .shapes import NucleusShapes
 
 
 @dataclass(frozen=True)
@@ -50,9 +52,18 @@ class CentroidLibrary:
         points: one (K, 3) array of (row, col, type) per tile, tile coordinates, types 1..T.
         sizes: (height, width) of each tile.
         names: tile names (optional).
+        shapes: one (K, 3) array of nucleus moment ellipses ``(major, minor, orientation)`` per tile, row for row
+            with ``points`` (optional; :meth:`from_samples` measures them). They give
+            :attr:`nucleus_shapes`, which the shape-aware point encoding draws from.
     """
 
-    def __init__(self, points: Sequence[np.ndarray], sizes: Sequence[Sequence[int]], names: Sequence[str] | None = None):
+    def __init__(
+        self,
+        points: Sequence[np.ndarray],
+        sizes: Sequence[Sequence[int]],
+        names: Sequence[str] | None = None,
+        shapes: Sequence[np.ndarray] | None = None,
+    ):
         if len(points) != len(sizes) or not len(points):
             raise ValueError(f"need one size per point array and at least one tile, got {len(points)} and {len(sizes)}.")
         self.points = [np.asarray(p, dtype=np.float32).reshape(-1, 3) for p in points]
@@ -64,16 +75,46 @@ class CentroidLibrary:
                 raise ValueError(f"{name}: point types must be integers in 1..{NUM_TYPES}.")
             if np.any((p[:, 0] < 0) | (p[:, 0] >= h) | (p[:, 1] < 0) | (p[:, 1] >= w)):
                 raise ValueError(f"{name}: points lie outside the {h}x{w} tile.")
+        self.shapes = None if shapes is None else [np.asarray(x, dtype=np.float32).reshape(-1, 3) for x in shapes]
+        if self.shapes is not None and [len(x) for x in self.shapes] != [len(p) for p in self.points]:
+            raise ValueError("shapes must hold one (major, minor, orientation) row per point of each tile.")
         self._statistics: dict[tuple[int, int], PointStatistics] = {}
+        self._nucleus_shapes: NucleusShapes | None = None
+
+    def __repr__(self) -> str:
+        counts = np.bincount(np.concatenate([p[:, 2] for p in self.points]).astype(np.int64), minlength=NUM_TYPES + 1)[1:]
+        return (
+            f"{type(self).__name__}({len(self)} tiles, {self.num_points} nuclei, per type 1..{NUM_TYPES}: "
+            f"{counts.tolist()}, shapes={'yes' if self.shapes is not None else 'no'})"
+        )
+
+    @property
+    def nucleus_shapes(self) -> NucleusShapes:
+        """Per-type real nucleus shapes (:class:`NucleusShapes`) for the shape-aware point encoding.
+
+        Raises:
+            ValueError: a library made without shapes (e.g. saved by an older version, or from points alone).
+        """
+        if self.shapes is None:
+            raise ValueError(
+                "this centroid library has no nucleus shapes: rebuild it from labelled samples "
+                "(CentroidLibrary.from_samples) to use the shape-aware point encoding."
+            )
+        if self._nucleus_shapes is None:
+            self._nucleus_shapes = NucleusShapes.from_tiles(self.points, self.shapes)
+        return self._nucleus_shapes
 
     @classmethod
     def from_samples(cls, samples: Iterable[Mapping]) -> CentroidLibrary:
         """Build from samples of the data contract (e.g. :func:`monai_dafgan.data.load_consep`)."""
         samples = list(samples)
+        points = [np.asarray(s["points"]).reshape(-1, 3) for s in samples]
+        inst = [np.asarray(s["label_inst"]).reshape(np.asarray(s["label_inst"]).shape[-2:]) for s in samples]
         return cls(
-            [s["points"] for s in samples],
-            [np.asarray(s["label_inst"]).shape[-2:] for s in samples],
+            points,
+            [m.shape for m in inst],
             [s.get("name", f"tile_{i}") for i, s in enumerate(samples)],
+            [instance_ellipses(m, len(p)) for m, p in zip(inst, points)],  # instance k is row k - 1 of points
         )
 
     def __len__(self) -> int:
@@ -84,20 +125,23 @@ class CentroidLibrary:
         return sum(len(p) for p in self.points)
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write to a ``.npz`` file (positions, types, tile sizes and names; no images)."""
+        """Write to a ``.npz`` file (positions, types, nucleus shapes, tile sizes and names; no images)."""
+        extra = {} if self.shapes is None else {"shapes": np.concatenate(self.shapes)}
         np.savez_compressed(
             path,
             points=np.concatenate(self.points),
             counts=np.array([len(p) for p in self.points]),
             sizes=np.array(self.sizes),
             names=np.array(self.names),
+            **extra,
         )
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> CentroidLibrary:
         with np.load(Path(path), allow_pickle=False) as f:
             splits = np.cumsum(f["counts"])[:-1]
-            return cls(np.split(f["points"], splits), f["sizes"].tolist(), f["names"].tolist())
+            shapes = np.split(f["shapes"], splits) if "shapes" in f.files else None
+            return cls(np.split(f["points"], splits), f["sizes"].tolist(), f["names"].tolist(), shapes)
 
     def crop(self, tile: int, top: int, left: int, size: Sequence[int]) -> np.ndarray:
         """Points of ``tile`` inside the window at (``top``, ``left``) of ``size``, in window coordinates."""
