@@ -30,10 +30,12 @@ Metrics (KS statistic of ``scipy.stats.ks_2samp`` and medians):
    segmented about as well as real held-out and library patches; without ``--segmenter`` the row is "pending".
 
     CONSEP_DIR=/path/to/consep python benchmarks/bench_synthesis_fidelity.py \\
-        --points-to-mask G1.pt --mask-to-image G2.pt --preset small --num-samples 200
+        --points-to-mask G1.pt --mask-to-image G2.pt --preset small --point-encoding ellipse --num-samples 200 \\
+        --tag daff
 
-Prints a Markdown table and writes benchmarks/results/synthesis_fidelity.json and .md, and a preview grid
-benchmarks/results/synthesis_preview.png (point map | G1 mask | recovered instances | synthetic image).
+Prints a Markdown table and writes benchmarks/results/synthesis_fidelity[_TAG].json and .md, and a preview grid
+benchmarks/results/synthesis_preview[_TAG].png (point map | G1 mask | recovered instances | synthetic image).
+Weights may be float16 (as shipped): they are loaded into float32 networks.
 """
 
 from __future__ import annotations
@@ -321,6 +323,8 @@ def main() -> int:
     parser.add_argument("--real-seed", type=int, default=1, help="seed of the real windows")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--radius", type=float, default=DEFAULT_RADIUS, help="point radius G1 was trained with")
+    parser.add_argument("--point-encoding", choices=("disk", "ellipse"), default="disk", help="G1's point encoding")
+    parser.add_argument("--tag", default="", help="suffix of the output files (several generator sets side by side)")
     parser.add_argument("--min-area", type=int, default=DEFAULT_MIN_AREA)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
@@ -363,6 +367,8 @@ def main() -> int:
     synthesizer = NucleiSynthesizer(
         *load_generators(args),
         radius=args.radius,
+        point_encoding=args.point_encoding,
+        nucleus_shapes=library.nucleus_shapes if args.point_encoding == "ellipse" else None,
         min_area=args.min_area,
         device=args.device,
         batch_size=args.batch_size,
@@ -427,7 +433,8 @@ def main() -> int:
 
     start = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
-    preview_path, preview_bytes = preview(shown, args.out / "synthesis_preview.png")
+    suffix = f"_{args.tag}" if args.tag else ""
+    preview_path, preview_bytes = preview(shown, args.out / f"synthesis_preview{suffix}.png")
     timing["preview"] = time.perf_counter() - start
     timing["total"] = time.perf_counter() - start_all
 
@@ -439,6 +446,7 @@ def main() -> int:
         "mask_to_image": {"path": str(args.mask_to_image), "sha256": _sha256(args.mask_to_image)},
         "preset": args.preset,
         "baseline": args.baseline,
+        "point_encoding": args.point_encoding,
         "note": args.weights_note,
     }
     result = {
@@ -464,11 +472,11 @@ def main() -> int:
         "segmentation_consistency": segmentation,
         "preview": {"path": str(preview_path), "bytes": preview_bytes},
     }
-    (args.out / "synthesis_fidelity.json").write_text(json.dumps(result, indent=1) + "\n")
-    (args.out / "synthesis_fidelity.md").write_text(markdown_report(result, table))
+    (args.out / f"synthesis_fidelity{suffix}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (args.out / f"synthesis_fidelity{suffix}.md").write_text(markdown_report(result, table))
     print(table)
     print(f"\nsynthesis: {args.num_samples} samples in {timing['synthesis']:.0f} s; total {timing['total']:.0f} s")
-    written = [args.out / "synthesis_fidelity.json", args.out / "synthesis_fidelity.md", preview_path]
+    written = [args.out / f"synthesis_fidelity{suffix}.json", args.out / f"synthesis_fidelity{suffix}.md", preview_path]
     print(f"wrote {', '.join(map(str, written))} (preview {preview_bytes} B)")
     return 0
 
@@ -542,8 +550,7 @@ def reading(result: dict) -> str:
         f"{compare('G std background', 3)}"
         + (" (the synthetic background is much smoother than the real one)" if smoother else "")
         + f"; hematoxylin contrast nuclei - background {compare('H OD nuclei - background')}.",
-        f"- **Caveats**: the generators ({result['weights']['note'] or 'training not stated'}) are weak; these "
-        "numbers check the evaluation and show where such a model falls short, not what DAFF-GAN reaches. KS "
+        f"- **Caveats**: generators trained as follows: {result['weights']['note'] or 'not stated'}. KS "
         "statistics on pooled instances (morphology) treat instances of one patch as independent, and per-patch "
         "colour values are few (n patches); compare each KS with the noise-floor column of the same row, not with "
         "a fixed threshold."
@@ -580,7 +587,8 @@ def markdown_report(result: dict, table: str) -> str:
 
 `{result['command']}`
 
-- Generators: preset `{w['preset']}`{' (pix2pixHD baseline)' if w['baseline'] else ''};
+- Generators: preset `{w['preset']}`{' (pix2pixHD baseline)' if w['baseline'] else ''}, point encoding
+  `{w.get('point_encoding', 'disk')}`;
   G1 `{w['points_to_mask']['path']}` (sha256 {w['points_to_mask']['sha256'][:12]}),
   G2 `{w['mask_to_image']['path']}` (sha256 {w['mask_to_image']['sha256'][:12]}).
   Training: {w['note'] or 'not stated (pass --weights-note)'}.

@@ -6,7 +6,9 @@ Commands:
     summarize       summarise any dataset in CoNSeP layout (counts, types, an overview picture)
     preview-points  a PNG grid of random point sets (stage 1) next to real ones
     plot-losses     a PNG of the loss curves of a training run (its TensorBoard folder)
-    synthesize      write synthetic paired samples (CoNSeP layout) with a synthesis bundle, plus a preview grid
+    synthesize      write synthetic paired samples (CoNSeP layout) with a synthesis bundle (default: the shipped,
+                    CoNSeP-trained one), plus a preview grid
+    assemble        a synthesis bundle from two trained generator bundles and the centroid library of their tiles
     table1          the paper's Table I study from a protocol (configs/table1/*.yaml): trains what is missing,
                     evaluates every run on whole tiles, writes the table and paired comparisons
 """
@@ -19,6 +21,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 
 def _summarize(data_dir: Path, split: str, out: Path, max_tiles: int) -> dict:
@@ -65,8 +68,7 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     if args.epochs == 0:
         return
 
-    weights = {}
-    for step, (name, key) in enumerate((("dafgan_points2mask", "points_to_mask"), ("dafgan_mask2image", "mask_to_image")), 2):
+    for step, name in enumerate(("dafgan_points2mask", "dafgan_mask2image"), 2):
         bundle = _bundle_copy(name, args.out)
         print(f"{step}/4 training {name} (small preset, {args.epochs} epochs of {args.patch_size}x{args.patch_size} patches) in {bundle}", flush=True)
         run_bundle(
@@ -74,14 +76,19 @@ def _cmd_demo(args: argparse.Namespace) -> None:
             bundle_root=str(bundle), dataset_dir=str(root), preset="small", epochs=args.epochs,
             decay_epochs=args.epochs // 2, window=2 * args.patch_size, patch_size=args.patch_size, num_workers=0,
         )
-        weights[key] = bundle / "models" / "model.pt"
 
-    synthesis = _bundle_copy("dafgan_nuclei_synthesis", args.out)
-    for key, path in weights.items():
-        (synthesis / "models" / f"{key}.pt").write_bytes(path.read_bytes())
-    synthesizer = NucleiSynthesizer.from_bundle(synthesis, device="cpu", overrides={"preset": "small"})
-    library = _load_library(synthesis, root, "Train", [])
-    library.save(synthesis / "models" / "centroid_library.npz")
+    from monai_dafgan.synthesis import assemble_synthesis_bundle, library_from_folder
+    from monai_dafgan.study import source_bundles
+
+    synthesis = args.out / "bundles" / "dafgan_nuclei_synthesis"
+    library = library_from_folder(root, "Train")
+    g1_defaults = yaml.safe_load((source_bundles() / "dafgan_points2mask" / "configs" / "train.yaml").read_text())
+    assemble_synthesis_bundle(
+        synthesis, args.out / "bundles" / "dafgan_points2mask", args.out / "bundles" / "dafgan_mask2image", library,
+        point_encoding=g1_defaults["point_encoding"], point_radius=g1_defaults["point_radius"],
+        template=source_bundles() / "dafgan_nuclei_synthesis",
+    )  # fmt: skip
+    synthesizer = NucleiSynthesizer.from_bundle(synthesis, device="cpu")
     print(f"4/4 synthesising {args.num_samples} samples with {synthesis}", flush=True)
     size = min(256, args.size)  # point sets are windows of the library's tiles
     out = write_synthetic_dataset(synthesizer, library, args.num_samples, args.out / "synthetic", size, seed=args.seed)
@@ -129,25 +136,44 @@ def _cmd_plot_losses(args: argparse.Namespace) -> None:
 
 
 def _load_library(bundle: Path, data_dir: Path | None, split: str, holdout: list[str]):
-    from monai_dafgan.data import load_consep
     from monai_dafgan.points import CentroidLibrary
+    from monai_dafgan.synthesis import CENTROID_LIBRARY, library_from_folder
 
-    saved = bundle / "models" / "centroid_library.npz"
+    saved = bundle / CENTROID_LIBRARY
     if saved.is_file() and data_dir is None:
         return CentroidLibrary.load(saved)
     if data_dir is None:
         raise FileNotFoundError(f"{saved} not found: pass --data-dir with a CoNSeP-layout folder to build the centroid library.")
-    return CentroidLibrary.from_samples([t for t in load_consep(data_dir, split) if t["name"] not in holdout])
+    return library_from_folder(data_dir, split, holdout)
 
 
 def _cmd_synthesize(args: argparse.Namespace) -> None:
-    from monai_dafgan.synthesis import NucleiSynthesizer, write_synthetic_dataset
+    from monai_dafgan.synthesis import NucleiSynthesizer, shipped_synthesis_bundle, write_synthetic_dataset
 
-    overrides = {"preset": args.preset} if args.preset else None
-    synthesizer = NucleiSynthesizer.from_bundle(args.bundle, device=args.device, overrides=overrides, batch_size=args.batch_size)
-    library = _load_library(args.bundle, args.data_dir, args.split, args.holdout)
+    bundle = args.bundle or shipped_synthesis_bundle()
+    overrides = {"baseline": bool(args.baseline), **({"preset": args.preset} if args.preset else {})}
+    library = _load_library(bundle, args.data_dir, args.split, args.holdout)
+    shapes = library.nucleus_shapes if library.shapes is not None else None
+    synthesizer = NucleiSynthesizer.from_bundle(
+        bundle, device=args.device, overrides=overrides, batch_size=args.batch_size, nucleus_shapes=shapes
+    )
+    which = "pix2pixHD baseline" if args.baseline else "DAFF-GAN"
+    print(f"{which} generators of {bundle}; centroid library: {library}", flush=True)
     root = write_synthetic_dataset(synthesizer, library, args.num_samples, args.out, args.size, seed=args.seed)
     print(f"wrote {args.num_samples} samples of {args.size}x{args.size} to {root} and a preview to {args.out / 'preview.png'}")
+
+
+def _cmd_assemble(args: argparse.Namespace) -> None:
+    from monai_dafgan.synthesis import assemble_synthesis_bundle, library_from_folder
+
+    library = library_from_folder(args.data_dir, args.split, args.holdout)
+    settings = assemble_synthesis_bundle(
+        args.out, args.points_to_mask, args.mask_to_image, library, point_encoding=args.point_encoding,
+        point_radius=args.point_radius, fp16=not args.fp32,
+    )  # fmt: skip
+    pair = "pix2pixHD baseline (--baseline)" if settings["baseline"] else "DAFF-GAN"
+    print(f"wrote the {pair} pair ({', '.join(settings['weights'])}, preset {settings['preset']}, point encoding "
+          f"{settings['point_encoding']}) and {settings['library']} ({library}) to {args.out}")
 
 
 def _cmd_table1(args: argparse.Namespace) -> None:
@@ -194,8 +220,16 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--smooth", type=int, default=10, help="moving-average window in iterations")
     plot.set_defaults(func=_cmd_plot_losses)
 
-    synth = commands.add_parser("synthesize", help="write synthetic paired samples with a synthesis bundle")
-    synth.add_argument("--bundle", type=Path, required=True, help="a dafgan_nuclei_synthesis bundle with weights")
+    synth = commands.add_parser(
+        "synthesize", help="write synthetic paired samples with a synthesis bundle (default: the shipped one)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Write synthetic paired samples (CoNSeP layout: Train/Images/*.png, Train/Labels/*.mat) and "
+        "preview.png. With no --bundle, the shipped DAFF-GAN generators trained on CoNSeP are used (no data needed).",
+        epilog="example: python -m monai_dafgan synthesize --num-samples 659 --out synthetic",
+    )  # fmt: skip
+    synth.add_argument("--bundle", type=Path, default=None, help="a dafgan_nuclei_synthesis bundle with weights "
+                       "(default: the shipped bundles/dafgan_nuclei_synthesis)")
+    synth.add_argument("--baseline", action="store_true", help="use the bundle's pix2pixHD baseline generators")
     synth.add_argument("--num-samples", type=int, default=659)
     synth.add_argument("--out", type=Path, required=True, help="output folder (CoNSeP layout under <out>/Train)")
     synth.add_argument("--data-dir", type=Path, default=None, help="CoNSeP-layout folder for the centroid library "
@@ -208,6 +242,27 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--preset", default=None, help="preset the generators were trained with (default: the bundle's)")
     synth.add_argument("--batch-size", type=int, default=8)
     synth.set_defaults(func=_cmd_synthesize)
+
+    assemble = commands.add_parser(
+        "assemble", help="a synthesis bundle from two trained generator bundles",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Put a trained G1 (dafgan_points2mask) and G2 (dafgan_mask2image) into a synthesis bundle, "
+        "with the centroid library of the tiles they were trained on. A DAFF-GAN pair and a pix2pixHD pair "
+        "(trained with --baseline true) can share one bundle; synthesize --baseline picks the latter.",
+        epilog="example: python -m monai_dafgan assemble --points-to-mask runs/g1 --mask-to-image runs/g2 "
+        "--data-dir /data/CoNSeP --holdout train_5 train_10 --point-encoding ellipse --out my_synthesis",
+    )  # fmt: skip
+    assemble.add_argument("--points-to-mask", type=Path, required=True, help="trained dafgan_points2mask bundle (or its model.pt)")
+    assemble.add_argument("--mask-to-image", type=Path, required=True, help="trained dafgan_mask2image bundle (or its model.pt)")
+    assemble.add_argument("--data-dir", type=Path, required=True, help="the CoNSeP-layout folder the generators were trained on")
+    assemble.add_argument("--split", default="Train")
+    assemble.add_argument("--holdout", nargs="*", default=[], help="tile names the generators did not see")
+    assemble.add_argument("--point-encoding", choices=("disk", "ellipse"), required=True,
+                          help="G1's --point_encoding in training")
+    assemble.add_argument("--point-radius", type=float, default=2, help="G1's --point_radius in training")
+    assemble.add_argument("--fp32", action="store_true", help="keep float32 weights (default: float16, half the size)")
+    assemble.add_argument("--out", type=Path, required=True, help="synthesis bundle folder (created or added to)")
+    assemble.set_defaults(func=_cmd_assemble)
 
     table1 = commands.add_parser("table1", help="run (or complete) the Table I study of a protocol file")
     table1.add_argument("--protocol", type=Path, required=True, help="e.g. configs/table1/reduced.yaml")

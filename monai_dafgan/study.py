@@ -32,6 +32,8 @@ from typing import Any
 import yaml
 
 from monai_dafgan.data.io import atomic_write
+from monai_dafgan.synthesis.bundle import assemble_synthesis_bundle, library_from_folder
+from monai_dafgan.utils import set_config_values
 from monai_dafgan.segmentation.evaluation import TABLE1_COLUMNS, format_table1, paired_comparison
 
 __all__ = [
@@ -47,7 +49,7 @@ __all__ = [
 ]
 
 #: generator bundle -> the weight file name it has inside a synthesis bundle
-GENERATOR_BUNDLES = {"dafgan_points2mask": "points_to_mask.pt", "dafgan_mask2image": "mask_to_image.pt"}
+GENERATOR_BUNDLES = ("dafgan_points2mask", "dafgan_mask2image")
 _PROTOCOL_KEYS = {
     "dataset_dir", "split", "holdout", "evaluation", "seeds", "device", "environment", "baseline_condition",
     "conditions", "generators", "synthesis", "hovernet", "checkpoint",
@@ -74,24 +76,6 @@ def copy_bundle(name: str, target: Path) -> Path:
         ignore=shutil.ignore_patterns("runs", "eval", "*.pt", "*.ts", "*.npz"),
     )
     return target
-
-
-def set_config_values(path: str | os.PathLike, values: Mapping[str, Any]) -> None:
-    """Set top-level keys of a bundle's YAML config in place, keeping its comments and layout (a value is one line).
-
-    Raises:
-        KeyError: a key that is not a top-level key of the file.
-    """
-    path = Path(path)
-    text = path.read_text()
-    for key, value in values.items():
-        pattern = re.compile(rf"^{re.escape(key)}:[^#\n]*?(?P<comment>\s+#.*)?$", re.MULTILINE)
-        if not pattern.search(text):
-            raise KeyError(f"{path} has no top-level key {key!r}.")
-        dumped = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
-        dumped = dumped.removesuffix("...").strip()
-        text = pattern.sub(lambda m: f"{key}: {dumped}{m.group('comment') or ''}", text, count=1)
-    path.write_text(text)
 
 
 def load_protocol(path: str | os.PathLike, **overrides: Any) -> dict:
@@ -202,27 +186,30 @@ def run_study(protocol: Mapping, out: str | os.PathLike) -> dict:
     started = time.perf_counter()
 
     synthesis_bundles: dict[str, Path] = {}
+    library = None
     synthetic = {name: spec for name, spec in conditions.items() if spec is not None}
     if synthetic:
         print("generators and synthesis bundles")
     for name, spec in synthetic.items():
         baseline = bool(spec.get("baseline", False))
         synthesis = out / "synthesis" / _slug(name)
-        for generator, weight_name in GENERATOR_BUNDLES.items():
-            root = out / "generators" / _slug(name) / generator
-            weights = root / "models" / "model.pt"
-            if not weights.is_file():
+        roots = {}
+        for generator in GENERATOR_BUNDLES:
+            root = roots[generator] = out / "generators" / _slug(name) / generator
+            if not (root / "models" / "model.pt").is_file():
                 overrides = {"bundle_root": str(root), **data, "holdout": holdout, "baseline": baseline,
                              **_generators(protocol, generator)}
                 runner.bundle(f"{_slug(name)}_{generator}", bundles / generator, "training", "train.yaml", overrides)
-            (synthesis / "models").mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(weights, synthesis / "models" / weight_name)
-        copy_bundle("dafgan_nuclei_synthesis", synthesis)
-        preset = _generators(protocol, "dafgan_points2mask").get("preset", "small")
-        set_config_values(
-            synthesis / "configs" / "inference.yaml",
-            {"preset": preset, "baseline": baseline, **protocol["synthesis"]},
-        )
+        if library is None:
+            library = library_from_folder(data["dataset_dir"], data["split"], holdout)
+        g1_config = yaml.safe_load((bundles / "dafgan_points2mask" / "configs" / "train.yaml").read_text())
+        g1_settings = {**g1_config, **_generators(protocol, "dafgan_points2mask")}
+        assemble_synthesis_bundle(
+            synthesis, roots["dafgan_points2mask"], roots["dafgan_mask2image"], library,
+            point_encoding=g1_settings["point_encoding"], point_radius=g1_settings["point_radius"], fp16=False,
+            template=bundles / "dafgan_nuclei_synthesis",
+        )  # fmt: skip
+        set_config_values(synthesis / "configs" / "inference.yaml", {"baseline": baseline, **protocol["synthesis"]})
         synthesis_bundles[name] = synthesis
 
     print("HoVer-Net runs")

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0", "none", ""}
 
@@ -23,3 +31,21 @@ def to_bool(value) -> bool:
             return False
         raise ValueError(f"not a true/false flag: {value!r} (use true or false).")
     return bool(value)
+
+
+def set_config_values(path: str | os.PathLike, values: Mapping[str, Any]) -> None:
+    """Set top-level keys of a bundle's YAML config in place, keeping its comments and layout (a value is one line).
+
+    Raises:
+        KeyError: a key that is not a top-level key of the file.
+    """
+    path = Path(path)
+    text = path.read_text()
+    for key, value in values.items():
+        pattern = re.compile(rf"^{re.escape(key)}:[^#\n]*?(?P<comment>\s+#.*)?$", re.MULTILINE)
+        if not pattern.search(text):
+            raise KeyError(f"{path} has no top-level key {key!r}.")
+        dumped = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
+        dumped = dumped.removesuffix("...").strip()
+        text = pattern.sub(lambda m: f"{key}: {dumped}{m.group('comment') or ''}", text, count=1)
+    path.write_text(text)

@@ -1,6 +1,15 @@
 """Stage 3 of DAFF-GAN as data: the three-stage synthesizer (points -> instance mask -> H&E image),
 ``SyntheticNucleiDataset``, and on-the-fly mixing of synthetic samples into real training data."""
 
+from .bundle import (
+    CENTROID_LIBRARY,
+    assemble_synthesis_bundle,
+    generator_settings,
+    library_from_folder,
+    shipped_library,
+    shipped_synthesis_bundle,
+    synthesis_weight_files,
+)
 from .dataset import SyntheticNucleiDataset, derived_seed, point_set_at, seed_transform
 from .export import preview_grid, write_synthetic_dataset
 from .instances import DEFAULT_MIN_AREA, empty_instances, recover_instances
@@ -15,6 +24,13 @@ from .synthesizer import (
 )
 
 __all__ = [
+    "CENTROID_LIBRARY",
+    "assemble_synthesis_bundle",
+    "generator_settings",
+    "library_from_folder",
+    "shipped_library",
+    "shipped_synthesis_bundle",
+    "synthesis_weight_files",
     "DEFAULT_MIN_AREA",
     "MASK_TO_IMAGE_WEIGHTS",
     "POINTS_TO_MASK_WEIGHTS",

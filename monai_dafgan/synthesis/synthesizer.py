@@ -3,9 +3,14 @@
 :class:`NucleiSynthesizer` holds the two trained generators and turns point sets into samples of the data contract
 (:mod:`monai_dafgan.data.io`)::
 
-    point set (K, 3) --points_to_maps--> point map (T+1, H, W) --G1, softmax--> probabilities (T+1, H, W)
+    point set (K, 3) [+ shapes (K, 3)] --points_to_maps--> point map (T+1, H, W) --G1, softmax--> probabilities
         --recover_instances (with the point markers)--> label_inst, label_type, points
-        --TypeOneHot + InstanceEdges--> condition (T+2, H, W) --G2, tanh--> image -1..1 --> 0..255
+        --mask_condition--> condition (T+2, H, W) --G2, tanh--> image -1..1 --> 0..255
+
+With the shape-aware encoding (``point_encoding="ellipse"``, a G1 trained with it) each point is drawn as an
+ellipse whose axes and direction come from ``nucleus_shapes`` (the centroid library's per-type real nucleus shapes,
+:class:`~monai_dafgan.points.NucleusShapes`), drawn with a generator seeded by the point set itself, so a point set
+still always gives the same sample.
 
 The generators run batched on one device (CUDA when available, bf16 autocast there), the instance recovery on the
 CPU with numpy. Synthesis is deterministic: the generators have no noise input and run in eval mode, so a point set
@@ -17,10 +22,13 @@ Synthesis bundle layout (read by :meth:`NucleiSynthesizer.from_bundle`)::
       configs/inference.yaml     keys ``points_to_mask_def`` and ``mask_to_image_def``: the two generators as
                                  config expressions (e.g. ``DAFFGenerator.from_preset(...)``, as in the generator
                                  bundles' ``network_def``); optional keys ``num_types`` (default 4),
-                                 ``point_radius`` (default 2, the radius G1 was trained with) and ``min_area``
-                                 (default 10 px); ``bundle_root`` is set to the bundle folder.
+                                 ``point_radius`` (default 2, the radius G1 was trained with), ``point_encoding``
+                                 (default "disk"), ``min_area`` (default 10 px), ``points_to_mask_weights`` and
+                                 ``mask_to_image_weights`` (default the two files below); ``bundle_root`` is set
+                                 to the bundle folder.
       models/points_to_mask.pt   G1 weights: the plain state dict (``models/model.pt`` of ``dafgan_points2mask``)
       models/mask_to_image.pt    G2 weights: the plain state dict (``models/model.pt`` of ``dafgan_mask2image``)
+      models/centroid_library.npz  the centroid library (with nucleus shapes: needed by ``point_encoding: ellipse``)
 
 The two generator bundles themselves are read by :meth:`NucleiSynthesizer.from_bundles` (key ``network_def`` of
 each ``configs/inference.yaml``, weights ``models/model.pt``).
@@ -38,10 +46,13 @@ import torch
 from monai.bundle import ConfigParser
 from torch import nn
 
-from ..data.pairs import unit_range_to_image
-from ..data.transforms import InstanceEdges, TypeOneHot
+from ..data.conditions import mask_condition, unit_range_to_image
+from ..data.pairs import POINT_ENCODINGS
 from ..data.types import NUM_TYPES
 from ..points.encoding import DEFAULT_RADIUS, points_to_maps, validate_points
+from ..points.library import CentroidLibrary
+from ..points.shapes import NucleusShapes
+from .bundle import CENTROID_LIBRARY, synthesis_weight_files
 from .instances import DEFAULT_MIN_AREA, recover_instances
 
 __all__ = [
@@ -54,8 +65,7 @@ __all__ = [
 ]
 
 #: Weight files of a synthesis bundle, relative to its root (see the module docstring).
-POINTS_TO_MASK_WEIGHTS = "models/points_to_mask.pt"
-MASK_TO_IMAGE_WEIGHTS = "models/mask_to_image.pt"
+POINTS_TO_MASK_WEIGHTS, MASK_TO_IMAGE_WEIGHTS = synthesis_weight_files(baseline=False)
 INFERENCE_CONFIG = "configs/inference.yaml"
 _TRAIN_HINT = (
     "Train the generator bundles first (python -m monai.bundle run training --config_file configs/train.yaml "
@@ -153,9 +163,13 @@ class NucleiSynthesizer:
         batch_size: samples per generator forward pass.
         amp_dtype: autocast dtype on CUDA.
         foreground_threshold: a pixel is nucleus where G1's ``1 - p_background`` exceeds this.
+        point_encoding: how G1 was trained to read points: ``"disk"`` or ``"ellipse"`` (shape-aware).
+        nucleus_shapes: the shapes the ellipses are drawn from (needed by ``"ellipse"``), e.g.
+            ``CentroidLibrary.nucleus_shapes``.
 
     Raises:
-        ValueError: generators whose channel counts do not match ``num_types`` (G1: T+1 -> T+1, G2: T+2 -> 3).
+        ValueError: generators whose channel counts do not match ``num_types`` (G1: T+1 -> T+1, G2: T+2 -> 3), an
+            unknown ``point_encoding``, or ``"ellipse"`` without ``nucleus_shapes``.
     """
 
     def __init__(
@@ -170,7 +184,17 @@ class NucleiSynthesizer:
         batch_size: int = 8,
         amp_dtype: torch.dtype = torch.bfloat16,
         foreground_threshold: float = 0.5,
+        point_encoding: str = "disk",
+        nucleus_shapes: NucleusShapes | None = None,
     ):
+        if point_encoding not in POINT_ENCODINGS:
+            raise ValueError(f"point_encoding must be one of {POINT_ENCODINGS}, got {point_encoding!r}.")
+        if point_encoding == "ellipse" and nucleus_shapes is None:
+            raise ValueError(
+                "point_encoding='ellipse' draws each point as a nucleus shape and needs nucleus_shapes "
+                "(e.g. CentroidLibrary.from_samples(real_samples).nucleus_shapes)."
+            )
+        self.point_encoding, self.nucleus_shapes = point_encoding, nucleus_shapes
         if num_types < 1:
             raise ValueError(f"num_types must be >= 1, got {num_types}.")
         if batch_size < 1:
@@ -192,7 +216,6 @@ class NucleiSynthesizer:
                     f"{name} maps {found[0]} -> {found[1]} channels, but with num_types={num_types} it must map "
                     f"{channels[0]} -> {channels[1]} ({meaning}). Were the generators built for another type count?"
                 )
-        self.to_one_hot, self.to_edges = TypeOneHot(self.num_types), InstanceEdges()
 
     # ------------------------------------------------------------------ construction from bundles
     @classmethod
@@ -222,6 +245,7 @@ class NucleiSynthesizer:
         networks = [load_bundle_network(parser, "network_def", path) for parser, path in zip(parsers, weights)]
         kwargs.setdefault("num_types", int(_config_value(parsers[0], "num_types", NUM_TYPES)))
         kwargs.setdefault("radius", _config_value(parsers[0], "point_radius", DEFAULT_RADIUS))
+        kwargs.setdefault("point_encoding", _config_value(parsers[0], "point_encoding", "disk"))
         return cls(*networks, device=device, **kwargs)
 
     @classmethod
@@ -235,8 +259,10 @@ class NucleiSynthesizer:
     ) -> NucleiSynthesizer:
         """Build from one synthesis bundle holding both generators (layout in the module docstring).
 
-        ``overrides`` (config id -> value) are applied to its config; ``num_types``, ``radius`` and ``min_area``
-        default to its keys ``num_types``, ``point_radius`` and ``min_area``; ``kwargs`` go to the constructor.
+        ``overrides`` (config id -> value) are applied to its config; ``num_types``, ``radius``, ``min_area`` and
+        ``point_encoding`` default to its keys ``num_types``, ``point_radius``, ``min_area`` and ``point_encoding``;
+        with ``"ellipse"``, ``nucleus_shapes`` defaults to those of the bundle's ``models/centroid_library.npz``;
+        ``kwargs`` go to the constructor.
 
         Raises:
             FileNotFoundError: no such folder, no ``config_file`` or a missing weight file (checked before building).
@@ -245,17 +271,41 @@ class NucleiSynthesizer:
         if bundle_dir is None or not Path(bundle_dir).is_dir():
             raise FileNotFoundError(f"synthesis bundle folder {bundle_dir} not found (a dafgan_nuclei_synthesis bundle).")
         bundle = Path(bundle_dir)
-        weights = [_require_weights(bundle / name, bundle) for name in (POINTS_TO_MASK_WEIGHTS, MASK_TO_IMAGE_WEIGHTS)]
         parser = _bundle_parser(bundle, config_file, overrides)
+        names = [
+            _config_value(parser, "points_to_mask_weights", str(bundle / POINTS_TO_MASK_WEIGHTS)),
+            _config_value(parser, "mask_to_image_weights", str(bundle / MASK_TO_IMAGE_WEIGHTS)),
+        ]
+        weights = [_require_weights(Path(name), bundle) for name in names]
         keys = ("points_to_mask_def", "mask_to_image_def")
         networks = [load_bundle_network(parser, key, path) for key, path in zip(keys, weights)]
         for argument, key, default in (
             ("num_types", "num_types", NUM_TYPES),
             ("radius", "point_radius", DEFAULT_RADIUS),
             ("min_area", "min_area", DEFAULT_MIN_AREA),
+            ("point_encoding", "point_encoding", "disk"),
         ):
             kwargs.setdefault(argument, _config_value(parser, key, default))
+        if kwargs["point_encoding"] == "ellipse" and kwargs.get("nucleus_shapes") is None:
+            library = bundle / CENTROID_LIBRARY
+            if not library.is_file():
+                raise FileNotFoundError(
+                    f"{library} not found: this bundle's G1 reads shape-aware point maps (point_encoding: ellipse) "
+                    "and draws nucleus shapes from the centroid library; save one there "
+                    "(CentroidLibrary.from_samples(tiles).save(...)) or pass nucleus_shapes."
+                )
+            kwargs["nucleus_shapes"] = CentroidLibrary.load(library).nucleus_shapes
         return cls(*networks, device=device, **kwargs)
+
+    @classmethod
+    def pretrained(cls, baseline: bool = False, device: str | torch.device | None = None, **kwargs: Any) -> NucleiSynthesizer:
+        """The generators shipped with the package (``bundles/dafgan_nuclei_synthesis``, trained on CoNSeP; see its
+        model card): DAFF-GAN, or with ``baseline`` the pix2pixHD pair trained with the same budget. ``kwargs`` go
+        to :meth:`from_bundle` (e.g. ``batch_size``)."""
+        from .bundle import shipped_synthesis_bundle
+
+        overrides = {"baseline": bool(baseline), **kwargs.pop("overrides", {})}
+        return cls.from_bundle(shipped_synthesis_bundle(), device=device, overrides=overrides, **kwargs)
 
     # ------------------------------------------------------------------ properties and checks
     def to(self, device: str | torch.device) -> NucleiSynthesizer:
@@ -303,13 +353,29 @@ class NucleiSynthesizer:
         return outputs
 
     # ------------------------------------------------------------------ the stages
+    def point_shapes(self, points: np.ndarray) -> np.ndarray | None:
+        """The (K, 3) ellipses the shape-aware encoding draws for ``points`` (None with the disk encoding)."""
+        return None if self.point_encoding == "disk" else self.nucleus_shapes.draw_for(points)
+
     def encode_points(
-        self, point_sets: Sequence[np.ndarray], spatial_size: int | Sequence[int]
+        self,
+        point_sets: Sequence[np.ndarray],
+        spatial_size: int | Sequence[int],
+        shapes: Sequence[np.ndarray | None] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Stage 1: ``(point_maps (N, T+1, H, W) float32, point_markers (N, 1, H, W) int32)``, see
-        :func:`monai_dafgan.points.points_to_maps`. Raises ``ValueError`` for points outside the window or bad types."""
+        :func:`monai_dafgan.points.points_to_maps`. With the ellipse encoding, ``shapes`` (one (K, 3) array or None
+        per set) fixes the ellipses; None draws them (:meth:`point_shapes`). Raises ``ValueError`` for points
+        outside the window or bad types."""
         size = self.check_spatial_size(spatial_size)
-        maps = [points_to_maps(points, size, self.radius, self.num_types) for points in point_sets]
+        shapes = [None] * len(point_sets) if shapes is None else list(shapes)
+        if len(shapes) != len(point_sets):
+            raise ValueError(f"got {len(shapes)} shape arrays for {len(point_sets)} point sets.")
+        if self.point_encoding == "disk":
+            shapes = [None] * len(point_sets)
+        else:
+            shapes = [self.point_shapes(p) if s is None else s for p, s in zip(point_sets, shapes)]
+        maps = [points_to_maps(points, size, self.radius, self.num_types, s) for points, s in zip(point_sets, shapes)]
         if not maps:
             return np.zeros((0, self.num_types + 1, *size), np.float32), np.zeros((0, 1, *size), np.int32)
         return np.stack([m[0] for m in maps]), np.stack([m[1] for m in maps])
@@ -332,8 +398,9 @@ class NucleiSynthesizer:
         ]
 
     def condition(self, label_inst: np.ndarray, label_type: np.ndarray) -> np.ndarray:
-        """G2's input for one sample: (1, H, W) instance and type maps -> (T+2, H, W) float32 one-hot + edges."""
-        return np.concatenate([self.to_one_hot(label_type), self.to_edges(label_inst)], axis=0)
+        """G2's input for one sample: (1, H, W) instance and type maps -> (T+2, H, W) float32 one-hot + edges
+        (:func:`monai_dafgan.data.conditions.mask_condition`, as in G2's training pairs)."""
+        return mask_condition(label_inst, label_type, self.num_types)
 
     def render_images(self, labels: Sequence[Mapping]) -> list[np.ndarray]:
         """Stage 3: G2. Each of ``labels`` has ``label_inst`` and ``label_type`` (1, H, W), all of one size (real
@@ -352,6 +419,7 @@ class NucleiSynthesizer:
         spatial_size: int | Sequence[int],
         names: Sequence[str] | None = None,
         return_intermediates: bool = False,
+        shapes: Sequence[np.ndarray | None] | None = None,
     ) -> list[dict]:
         """Synthesise one sample per point set (all of one ``spatial_size``).
 
@@ -362,6 +430,8 @@ class NucleiSynthesizer:
             return_intermediates: also return ``point_map`` (T+1, H, W), ``point_markers`` (1, H, W),
                 ``probabilities`` (T+1, H, W) (G1's softmax), ``requested_points`` (K, 3) and ``kept`` (K,) bool,
                 for preview grids (point map | mask | image) and diagnostics.
+            shapes: with the ellipse encoding, one (K, 3) ``(major, minor, orientation)`` array (or None: drawn
+                from ``nucleus_shapes``) per point set.
 
         Returns:
             one sample per point set, in order: ``image`` (3, H, W) float32 0..255, ``label_inst`` and ``label_type``
@@ -379,11 +449,14 @@ class NucleiSynthesizer:
         names = [f"synthetic_{i}" for i in range(len(point_sets))] if names is None else list(names)
         if len(names) != len(point_sets):
             raise ValueError(f"got {len(names)} names for {len(point_sets)} point sets.")
+        shapes = [None] * len(point_sets) if shapes is None else list(shapes)
+        if len(shapes) != len(point_sets):
+            raise ValueError(f"got {len(shapes)} shape arrays for {len(point_sets)} point sets.")
         samples: list[dict] = []
         chunk = self.batch_size  # bounds the memory of maps and probabilities, not only of the forward passes
         for start in range(0, len(point_sets), chunk):
             requested = point_sets[start : start + chunk]
-            point_maps, markers = self.encode_points(requested, size)
+            point_maps, markers = self.encode_points(requested, size, shapes[start : start + chunk])
             probabilities = self.predict_probabilities(point_maps)
             labels = self.recover(probabilities, markers, requested)
             images = self.render_images(labels)
@@ -419,6 +492,7 @@ class NucleiSynthesizer:
 
     def __repr__(self) -> str:
         return (
-            f"{type(self).__name__}(num_types={self.num_types}, radius={self.radius}, min_area={self.min_area}, "
+            f"{type(self).__name__}(num_types={self.num_types}, point_encoding={self.point_encoding!r}, "
+            f"radius={self.radius}, min_area={self.min_area}, "
             f"device={self.device}, amp={self.amp and self.device.type == 'cuda'}, batch_size={self.batch_size})"
         )

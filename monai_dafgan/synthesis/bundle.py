@@ -1,0 +1,180 @@
+"""Synthesis bundles: which weight files they hold, where the shipped one is, and how one is assembled from two
+trained generator bundles.
+
+A synthesis bundle (``dafgan_nuclei_synthesis``) holds two pairs of generators at most: the DAFF-GAN pair and the
+pix2pixHD baseline pair (``baseline: true``), each G1 + G2, and the centroid library of the tiles they were trained
+on (point statistics and nucleus shapes, no images). :func:`synthesis_weight_files` is the one place that names
+their files; the bundle's ``configs/inference.yaml``, :func:`assemble_synthesis_bundle` and the Table I study all
+use it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import torch
+from monai.bundle import ConfigParser
+
+from ..networks import GENERATOR_PRESETS, DAFFGenerator
+from ..points.library import CentroidLibrary
+from ..utils import set_config_values
+
+__all__ = [
+    "CENTROID_LIBRARY",
+    "assemble_synthesis_bundle",
+    "generator_settings",
+    "library_from_folder",
+    "shipped_library",
+    "shipped_synthesis_bundle",
+    "synthesis_weight_files",
+]
+
+CENTROID_LIBRARY = "models/centroid_library.npz"
+
+
+def synthesis_weight_files(baseline: bool = False) -> tuple[str, str]:
+    """``(G1, G2)`` weight files of a synthesis bundle, relative to its root: the DAFF-GAN pair, or with
+    ``baseline`` the pix2pixHD pair."""
+    suffix = "_pix2pixhd" if baseline else ""
+    return f"models/points_to_mask{suffix}.pt", f"models/mask_to_image{suffix}.pt"
+
+
+def shipped_synthesis_bundle() -> Path:
+    """The ``dafgan_nuclei_synthesis`` bundle of this source checkout, with the shipped weights."""
+    bundle = Path(__file__).resolve().parents[2] / "bundles" / "dafgan_nuclei_synthesis"
+    if not (bundle / "configs" / "inference.yaml").is_file():
+        raise FileNotFoundError(
+            f"{bundle} not found: the shipped synthesis bundle comes with a source checkout (pip install -e .); "
+            "pass the folder of a synthesis bundle instead."
+        )
+    return bundle
+
+
+def shipped_library() -> CentroidLibrary:
+    """The centroid library shipped with the synthesis bundle (point statistics and nucleus shapes of the CoNSeP
+    tiles its generators were trained on; no images), e.g. the ``point_source`` of a ``SyntheticNucleiDataset``."""
+    path = shipped_synthesis_bundle() / CENTROID_LIBRARY
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: this checkout ships no centroid library.")
+    return CentroidLibrary.load(path)
+
+
+def _state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: train the generator bundle first (configs/train.yaml).")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{path} holds a {type(state).__name__}, expected a plain state dict (a bundle's models/model.pt).")
+    return dict(state)
+
+
+def generator_settings(state: Mapping[str, torch.Tensor]) -> dict:
+    """``{"preset", "baseline", "in_channels", "out_channels"}`` of a DAFFGenerator state dict, read off its keys
+    and shapes (no attention weights: the pix2pixHD baseline).
+
+    Raises:
+        ValueError: weights that fit no preset.
+    """
+    baseline = not any(".attention." in key for key in state)
+    first = state.get("local_net.stem.1.weight", state.get("global_net.stem.1.weight"))
+    if first is None:
+        raise ValueError("these weights are not a DAFFGenerator's (no stem convolution found).")
+    in_channels = int(first.shape[1])
+    last = [key for key in state if key.endswith("head.1.weight")]
+    out_channels = int(state[sorted(last)[-1]].shape[0]) if last else -1
+    for preset in GENERATOR_PRESETS:
+        network = DAFFGenerator.from_preset(preset, in_channels, out_channels, baseline=baseline)
+        expected = network.state_dict()
+        if expected.keys() == state.keys() and all(expected[k].shape == state[k].shape for k in expected):
+            return {"preset": preset, "baseline": baseline, "in_channels": in_channels, "out_channels": out_channels}
+    raise ValueError(
+        f"these weights ({in_channels} -> {out_channels} channels, baseline={baseline}) fit none of the presets "
+        f"{sorted(GENERATOR_PRESETS)} (--preset)."
+    )
+
+
+def assemble_synthesis_bundle(
+    target: str | os.PathLike,
+    points_to_mask: str | os.PathLike,
+    mask_to_image: str | os.PathLike,
+    library: CentroidLibrary,
+    point_encoding: str,
+    point_radius: float = 2,
+    fp16: bool = True,
+    template: str | os.PathLike | None = None,
+) -> dict:
+    """Write (or add to) a synthesis bundle at ``target`` from two trained generators.
+
+    Args:
+        target: the synthesis bundle folder; created from ``template`` (default: the shipped bundle's configs
+            and docs, no weights) when it has no ``configs/inference.yaml``.
+        points_to_mask / mask_to_image: a trained ``dafgan_points2mask`` / ``dafgan_mask2image`` bundle folder
+            (its ``models/model.pt``) or a weight file.
+        library: the centroid library of the tiles the generators were trained on; saved as
+            ``models/centroid_library.npz`` (it also gives the nucleus shapes of ``point_encoding="ellipse"``).
+        point_encoding: how G1 was trained to read points (``--point_encoding`` of its training).
+        point_radius: the disk radius G1 was trained with.
+        fp16: store the weights in half precision (half the size; loading casts them back to float32).
+
+    Returns:
+        the settings written to ``configs/inference.yaml`` (``preset``, ``point_encoding``, ``point_radius``) and
+        the weight files, as a dict.
+
+    Raises:
+        ValueError: generators of different presets, a DAFF-GAN G1 with a pix2pixHD G2 (or the reverse), channel
+            counts that do not fit G1 (T+1 -> T+1) and G2 (T+2 -> 3), or a preset other than the bundle's other pair.
+    """
+    sources = []
+    for source in (points_to_mask, mask_to_image):
+        source = Path(source)
+        sources.append(source / "models" / "model.pt" if source.is_dir() else source)
+    states = [_state_dict(path) for path in sources]
+    g1, g2 = (generator_settings(state) for state in states)
+    if g1["preset"] != g2["preset"] or g1["baseline"] != g2["baseline"]:
+        raise ValueError(
+            f"G1 ({sources[0]}) is preset {g1['preset']!r} with baseline={g1['baseline']}, G2 ({sources[1]}) preset "
+            f"{g2['preset']!r} with baseline={g2['baseline']}: train both with the same --preset and --baseline."
+        )
+    num_types = g1["in_channels"] - 1
+    if (g1["out_channels"], g2["in_channels"], g2["out_channels"]) != (num_types + 1, num_types + 2, 3):
+        raise ValueError(
+            f"G1 maps {g1['in_channels']} -> {g1['out_channels']} channels and G2 {g2['in_channels']} -> "
+            f"{g2['out_channels']}; a synthesis pair needs T+1 -> T+1 and T+2 -> 3 (are the two swapped?)."
+        )
+    target = Path(target)
+    config = target / "configs" / "inference.yaml"
+    if not config.is_file():
+        shutil.copytree(
+            Path(template) if template is not None else shipped_synthesis_bundle(), target, dirs_exist_ok=True,
+            ignore=shutil.ignore_patterns("runs", "eval", "*.pt", "*.npz"),
+        )  # fmt: skip
+    parser = ConfigParser()
+    parser.read_config(str(config))
+    other = synthesis_weight_files(not g1["baseline"])
+    if any((target / name).is_file() for name in other) and parser.get("preset") != g1["preset"]:
+        raise ValueError(f"{target} already holds {parser.get('preset')!r} generators; these are {g1['preset']!r}.")
+    (target / "models").mkdir(parents=True, exist_ok=True)
+    written = []
+    for state, name in zip(states, synthesis_weight_files(g1["baseline"])):
+        if fp16:
+            state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+        torch.save(state, target / name)
+        written.append(name)
+    library.save(target / CENTROID_LIBRARY)
+    settings = {"preset": g1["preset"], "num_types": num_types, "point_encoding": point_encoding, "point_radius": point_radius}
+    set_config_values(config, settings)
+    return {**settings, "baseline": g1["baseline"], "weights": written, "library": CENTROID_LIBRARY}
+
+
+def library_from_folder(dataset_dir: str | os.PathLike, split: str = "Train", holdout: Iterable[str] = ()) -> CentroidLibrary:
+    """The centroid library (with nucleus shapes) of a CoNSeP-layout folder's tiles, ``holdout`` left out."""
+    from ..data import load_consep
+
+    holdout = set(holdout)
+    tiles = [t for t in load_consep(dataset_dir, split) if t["name"] not in holdout]
+    if not tiles:
+        raise ValueError(f"no tiles of {dataset_dir}/{split} are left for the centroid library (holdout {sorted(holdout)}).")
+    return CentroidLibrary.from_samples(tiles)
