@@ -51,7 +51,7 @@ def _synthesis_bundle(tmp_path: Path, num_types: int = 4) -> Path:
     """A synthesis bundle with randomly initialised small generators for ``num_types`` nucleus types."""
     bundle = tmp_path / f"synthesis_{num_types}"
     shutil.copytree(REPO / "bundles" / "dafgan_nuclei_synthesis", bundle, ignore=shutil.ignore_patterns("*.pt", "*.npz"))
-    set_config_values(bundle / "configs" / "inference.yaml", {"num_types": num_types})
+    set_config_values(bundle / "configs" / "inference.yaml", {"num_types": num_types, "point_encoding": "disk"})
     torch.manual_seed(0)
     g1 = DAFFGenerator.from_preset("small", num_types + 1, num_types + 1, output_activation=None)
     g2 = DAFFGenerator.from_preset("small", num_types + 2, 3)
@@ -159,6 +159,22 @@ def test_mixing_with_a_synthesis_bundle(toy_dir, tmp_path):
     output = _run(bundle, "training", "--config_file", "configs/train.yaml", "--dataset_dir", str(toy_dir), *TINY,
                   "--resume", "false", "--synthesis_bundle", str(three_types), "--synthetic_ratio", "1.0", ok=False)
     assert "the synthesizer makes 3 nucleus types, the model trained here expects 4" in output
+
+
+def test_resnet_encoder_trains_evaluates_and_refuses_another_encoder(toy_dir, tmp_path):
+    bundle = _bundle(tmp_path)
+    resnet = ["--encoder", "resnet18", "--out_size", "192"]
+    _run(bundle, "training", "--config_file", "configs/train.yaml", "--dataset_dir", str(toy_dir), *TINY, *resnet)
+    saved = torch.load(bundle / "models" / "model.pt", weights_only=True)
+    assert saved["_extra_state"]["architecture"]["encoder"] == "resnet18" and "encoder.layer4.1.conv2.weight" in saved
+    evaluate = ["evaluating", "--config_file", "configs/evaluate.yaml", "--dataset_dir", str(toy_dir),
+                "--split", "Train", "--tiles", "['toy_3']", "--device", "cpu", "--save_overlays", "false"]
+    _run(bundle, *evaluate, *resnet)
+    metrics = json.loads((bundle / "eval" / "metrics.json").read_text())
+    assert metrics["num_tiles"] == 1 and 0.0 <= metrics["aggregate"]["pq"] <= 1.0
+    output = _run(bundle, *evaluate, "--encoder", "resnet34", ok=False)
+    expected = "checkpoint ./models/model.pt was trained with encoder resnet18, this network is resnet34 (--encoder)"
+    assert expected in output
 
 
 def test_model_zoo_checks(trained, toy_dir):

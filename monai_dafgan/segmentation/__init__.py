@@ -1,6 +1,7 @@
-"""Segmenter recipes that consume the data contract: HoVer-Net training transforms, two-stage training helpers,
-whole-tile inference and post-processing (:mod:`.hovernet`), local weight files (:mod:`.weights`), and tile-level
-evaluation with a Table I style report and paired comparisons (:mod:`.evaluation`)."""
+"""Segmenter recipes that consume the data contract: HoVer-Net on a selectable encoder (:mod:`.networks`), its
+training transforms, two-stage training helpers, whole-tile inference and post-processing (:mod:`.hovernet`), local
+weight files (:mod:`.weights`), and tile-level evaluation with a Table I style report and paired comparisons
+(:mod:`.evaluation`)."""
 
 from __future__ import annotations
 
@@ -25,14 +26,33 @@ from monai_dafgan.segmentation.hovernet import (
     predict_tile,
     split_disconnected_instances,
 )
-from monai_dafgan.segmentation.weights import load_hovernet_weights, load_pretrained_encoder, read_state_dict
+from monai_dafgan.segmentation.networks import (
+    HOVERNET_ENCODERS,
+    MONAIHoVerNet,
+    ResNetFeatures2d,
+    ResNetHoVerNet,
+    build_hovernet,
+    network_architecture,
+)
+from monai_dafgan.segmentation.weights import (
+    checkpoint_architecture,
+    load_hovernet_weights,
+    load_pretrained_encoder,
+    read_state_dict,
+)
 
 __all__ = [
+    "HOVERNET_ENCODERS",
     "HOVERNET_NUM_CLASSES",
     "HoVerNetNucleid",
+    "MONAIHoVerNet",
+    "ResNetFeatures2d",
+    "ResNetHoVerNet",
     "SaveNucleiPredictions",
     "TABLE1_COLUMNS",
     "TwoStageStepLR",
+    "build_hovernet",
+    "checkpoint_architecture",
     "evaluate_tiles",
     "format_table1",
     "hovernet_encoder_parameters",
@@ -42,6 +62,7 @@ __all__ = [
     "infer_tile",
     "load_hovernet_weights",
     "load_pretrained_encoder",
+    "network_architecture",
     "paired_comparison",
     "predict_tile",
     "read_state_dict",

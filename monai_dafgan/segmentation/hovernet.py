@@ -61,6 +61,7 @@ from monai_dafgan.data.instances import relabel_sequential
 from monai_dafgan.data.io import write_consep_sample
 from monai_dafgan.data.stain import RandHEDJitterd
 from monai_dafgan.data.transforms import LabelsToPoints
+from monai_dafgan.segmentation.networks import ResNetHoVerNet
 
 __all__ = [
     "HOVERNET_NUM_CLASSES",
@@ -177,12 +178,15 @@ def hovernet_train_transforms(patch_size: int = 256, out_size: int = 164, augmen
 
 
 def hovernet_encoder_parameters(network: torch.nn.Module) -> list[torch.nn.Parameter]:
-    """The parameters ``HoVerNet(freeze_encoder=True)`` freezes: the dense layers of the first residual block and
-    the whole of the other three (the stem, the first block's shortcut and its transition stay trainable).
+    """The parameters ``freeze_encoder=True`` freezes. MONAI's ``HoVerNet``: the dense layers of the first residual
+    block and the whole of the other three (the stem, the first block's shortcut and its transition stay trainable).
+    :class:`monai_dafgan.segmentation.ResNetHoVerNet`: the whole ResNet encoder (stem included).
 
     With :class:`monai_dafgan.engines.FreezeParameters` this gives the model zoo's two stages (encoder frozen, then
     unfrozen) in one run."""
     network = getattr(network, "module", network)  # DataParallel / DDP
+    if isinstance(network, ResNetHoVerNet):
+        return list(network.encoder.parameters())
     blocks = list(network.res_blocks.children())
     return list(blocks[0].layers.parameters()) + [p for block in blocks[1:] for p in block.parameters()]
 
@@ -252,8 +256,8 @@ def infer_tile(
     """Raw HoVer-Net outputs for one whole tile, by sliding window.
 
     Args:
-        network: a MONAI ``HoVerNet`` (or anything returning its dict of branches); put in eval mode for the call
-            and restored afterwards.
+        network: a network of :func:`monai_dafgan.segmentation.build_hovernet` (any encoder), a MONAI ``HoVerNet``,
+            or anything returning their dict of branches; put in eval mode for the call and restored afterwards.
         image: (3, H, W) RGB, 0..255 (the data contract); scaled to 0..1 as in training.
         device: where the network runs; AMP is used on CUDA only.
         roi_size, out_size, sw_batch_size, overlap: see :func:`hovernet_inferer`.
@@ -333,7 +337,7 @@ def predict_tile(
     """Segment and classify the nuclei of one whole tile of any size: :func:`infer_tile` + :func:`hovernet_postprocess`.
 
     Args:
-        network: a MONAI ``HoVerNet``.
+        network: a network of :func:`monai_dafgan.segmentation.build_hovernet` (any encoder) or a MONAI ``HoVerNet``.
         image: (3, H, W) RGB, 0..255.
         device, roi_size, out_size, sw_batch_size, overlap: see :func:`infer_tile`.
         postprocess_kwargs: passed to :func:`hovernet_postprocess`.
