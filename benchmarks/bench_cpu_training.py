@@ -37,6 +37,22 @@ GLIBC_TUNED = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "68719476736"}
 JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
 TCMALLOC = "/usr/lib/x86_64-linux-gnu/libtcmalloc.so.4"
 
+READING = """Reading (this CPU: AVX-512 with VNNI, no avx512_bf16 and no AMX; `torch.backends.cpu.get_cpu_capability()` =
+AVX512):
+- bf16 autocast does not pay here: oneDNN runs bf16 convolutions with its `jit_bf16:avx512_core` kernels, which on a
+  CPU without bf16 dot-product instructions convert to fp32 and compute at the fp32 rate (ONEDNN_VERBOSE=1 shows
+  them), while autocast adds a cast of every weight and activation per step and each convolution adds bf16 layout
+  reorders. On a CPU with AMX or avx512_bf16 this changes; measure there before adopting it.
+- channels_last does not pay either: oneDNN reorders the tensors to its own blocked layout for every
+  convolution whichever layout PyTorch hands it (the verbose log shows the reorders).
+- oneDNN is what makes the CPU fast (off: about half the speed). tcmalloc (LD_PRELOAD) gives a few percent;
+  glibc with `MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=...` and jemalloc about nothing at this size.
+- Two 1-thread processes move more samples than one 2-thread process: a small generator does not keep two threads
+  busy. On a 2-core machine, train G1 and G2 (or a model and its baseline) at the same time, one thread each.
+- 128x128 crops move the same pixels per second as 256x256 but give 2.6x more updates per second, which a GAN on
+  22 tiles needs more than large batches; the bundles' default patch_size is 128 for CPU training.
+"""
+
 # name -> (settings of the worker, extra environment)
 VARIANTS: dict[str, tuple[dict, dict]] = {
     "today (small, 256, b1, fp32, 2 threads)": (dict(), {}),
@@ -171,7 +187,15 @@ def main() -> None:
             lines.append(f"| {row['variant']} | {s} | {row['samples_256_per_s']:.2f} | {row['ratio_to_today']:.2f}x |")
     table = "\n".join(lines)
     print(table)
-    output.with_suffix(".md").write_text(table + "\n")
+    env = result["environment"]
+    header = (
+        f"# CPU training speed of {args.network.upper()} (preset {args.preset})\n\n"
+        f"`python benchmarks/bench_cpu_training.py --network {args.network} --preset {args.preset} --steps {args.steps} "
+        f"--warmup {args.warmup} --rounds {args.rounds}`: {env['cpu_count']} CPUs, torch {env['torch']}, load average "
+        f"before {env['load_average_before'][0]:.2f}. Median seconds per training iteration (G forward, D step, G step) "
+        "per process; samples/s in 256x256 equivalents, summed over processes run at the same time.\n\n"
+    )
+    output.with_suffix(".md").write_text(header + table + "\n\n" + READING)
 
 
 if __name__ == "__main__":

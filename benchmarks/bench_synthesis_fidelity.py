@@ -24,7 +24,8 @@ Metrics (KS statistic of ``scipy.stats.ks_2samp`` and medians):
    density (``skimage.color.rgb2hed``) inside vs outside nuclei;
 5. segmentation consistency (with ``--segmenter``, a HoVer-Net trained on real data only, e.g. the
    ``hovernet_consep_synthetic`` bundle's ``models/model.pt`` with ``synthetic_ratio 0``): the segmenter predicts
-   the central 164x164 of ``--num-segmented`` patches of each source (one fast-mode window, no stitching) and is
+   the centre of ``--num-segmented`` patches of each source it outputs (e.g. 164x164 for HoVerNet fast mode; one
+   window, no stitching; the architecture is read off the checkpoint, any ``--encoder`` of the bundle) and is
    scored against their labels (Dice, AJI, PQ, detection and type F1 pooled over the patches, as
    :class:`monai_dafgan.metrics.NucleiMetric` aggregates). Synthetic images that look like real ones should be
    segmented about as well as real held-out and library patches; without ``--segmenter`` the row is "pending".
@@ -63,7 +64,7 @@ from monai_dafgan.data.types import NUM_TYPES, TYPE_NAMES
 from monai_dafgan.networks import DAFFGenerator
 from monai_dafgan.points import CentroidLibrary, PointSetDataset
 from monai_dafgan.points.encoding import DEFAULT_RADIUS
-from monai_dafgan.segmentation import HOVERNET_NUM_CLASSES, hovernet_postprocess, load_hovernet_weights
+from monai_dafgan.segmentation import hovernet_from_checkpoint, hovernet_postprocess
 from monai_dafgan.synthesis import DEFAULT_MIN_AREA, NucleiSynthesizer
 from monai_dafgan.visualize import image_grid, overlay_nuclei, render_tensor, save_png
 
@@ -75,7 +76,6 @@ PREVIEW_ROWS, PREVIEW_MIN_POINTS = 4, 10
 SOURCES = ("synthetic", "heldout", "library", "library_resampled")
 MORPHOLOGY = ("area", "eccentricity", "solidity")
 SEGMENTATION_METRICS = ("dice", "aji", "pq", "f1_detection", "accuracy_type")
-HOVERNET_OUT = 164  # fast-mode output side for a 256 input
 _AGGREGATION = {"dice": "mean over patches", "aji": "mean over patches", "pq": "mean over patches",
                 "f1_detection": "pooled", "accuracy_type": "pooled"}
 
@@ -173,9 +173,12 @@ def recovery(samples: list[dict]) -> dict[str, dict[str, float]]:
 
 # ---------------------------------------------------------------------------------------------- rows
 def segmentation_consistency(network: torch.nn.Module, samples: list[dict], device: str) -> dict[str, float]:
-    """Scores of a HoVer-Net on the central 164x164 of 256x256 patches (one window each; see module docstring)."""
-    margin = (SIZE[0] - HOVERNET_OUT) // 2
-    centre = slice(margin, margin + HOVERNET_OUT)
+    """Scores of a HoVer-Net on the centre of 256x256 patches it predicts (one window each; see module docstring)."""
+    network.eval()
+    with torch.no_grad():
+        out = network(torch.zeros(1, 3, *SIZE, device=device))["nucleus_prediction"].shape[-1]
+    margin = (SIZE[0] - out) // 2
+    centre = slice(margin, margin + out)
     metric = NucleiMetric(metric_name=SEGMENTATION_METRICS, num_types=NUM_TYPES)
     network.eval()
     for sample in samples:
@@ -416,11 +419,8 @@ def main() -> int:
 
     segmentation = None
     if args.segmenter is not None:
-        from monai.networks.nets import HoVerNet
-
         start = time.perf_counter()
-        network = HoVerNet(mode="fast", out_classes=HOVERNET_NUM_CLASSES)
-        network = load_hovernet_weights(network, args.segmenter).to(args.device)
+        network = hovernet_from_checkpoint(args.segmenter).to(args.device)
         segmentation = {
             "weights": {"path": str(args.segmenter), "sha256": _sha256(args.segmenter), "note": args.segmenter_note},
             "num_patches": args.num_segmented,

@@ -235,6 +235,8 @@ def run_study(protocol: Mapping, out: str | os.PathLike) -> dict:
                     "split": evaluation.get("split", protocol["split"]), "tiles": tiles,
                     "center_crop": evaluation.get("center_crop"), "condition": name,
                     "ckpt_path": str(root / "models" / protocol["checkpoint"]),
+                    # the evaluated network must be built as it was trained
+                    **{k: v for k, v in protocol["hovernet"].items() if k in ("encoder", "patch_size", "out_size")},
                 }
                 runner.bundle(f"{step}_evaluate", bundles / "hovernet_consep_synthetic", "evaluating", "evaluate.yaml", overrides)
             results[name].append(json.loads(metrics.read_text()))

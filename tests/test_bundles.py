@@ -30,7 +30,7 @@ def toy_dir(tmp_path_factory) -> Path:
 
 def _copy_bundle(name: str, tmp_path: Path) -> Path:
     bundle = tmp_path / name
-    shutil.copytree(REPO / "bundles" / name, bundle, ignore=shutil.ignore_patterns("runs", "eval", "*.pt", "*.ts"))
+    shutil.copytree(REPO / "bundles" / name, bundle, ignore=shutil.ignore_patterns("runs", "eval", "*.pt", "*.ts", "*.npz"))
     return bundle
 
 
@@ -122,4 +122,4 @@ def test_synthesis_bundle_writes_consep_samples(toy_dir, tmp_path):
 
     assert main(["synthesize", "--bundle", str(bundle), "--num-samples", "2", "--out", str(tmp_path / "cli"), "--size", "64"]) == 0
     assert len(load_consep(tmp_path / "cli", "Train")) == 2
-    assert main(["synthesize", "--bundle", str(REPO / "bundles" / "dafgan_nuclei_synthesis"), "--num-samples", "1", "--out", str(tmp_path / "x")]) == 2
+    assert main(["synthesize", "--bundle", str(tmp_path / "missing"), "--num-samples", "1", "--out", str(tmp_path / "x")]) == 2

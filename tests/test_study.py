@@ -12,6 +12,7 @@ import yaml
 from monai_dafgan.__main__ import main
 from monai_dafgan.data import make_toy_consep
 from monai_dafgan.study import load_protocol, set_config_values
+from monai_dafgan.synthesis import synthesis_weight_files
 
 MICRO = {
     "holdout": ["toy_3"],
@@ -42,9 +43,10 @@ def test_study_trains_evaluates_and_reports(study):
     report = json.loads((out / "table1.json").read_text())
     assert list(report["conditions"]) == ["real", "real+pix2pixHD", "real+DAFF-GAN"]
     assert report["evaluated_tiles"] == ["toy_3"]
-    for name in ("real_pix2pixhd", "real_daff_gan"):
-        for weights in ("points_to_mask.pt", "mask_to_image.pt"):
-            assert (out / "synthesis" / name / "models" / weights).is_file()
+    for name, baseline in (("real_pix2pixhd", True), ("real_daff_gan", False)):
+        for weights in synthesis_weight_files(baseline):  # the pair the bundle's baseline flag selects
+            assert (out / "synthesis" / name / weights).is_file()
+        assert (out / "synthesis" / name / "models" / "centroid_library.npz").is_file()
     daff = (out / "synthesis" / "real_daff_gan" / "configs" / "inference.yaml").read_text()
     pix2pixhd = (out / "synthesis" / "real_pix2pixhd" / "configs" / "inference.yaml").read_text()
     assert "baseline: false  #" in daff and "baseline: true  #" in pix2pixhd and "min_area: 5  #" in daff

@@ -36,6 +36,7 @@ from monai_dafgan.segmentation.networks import (
 )
 from monai_dafgan.segmentation.weights import (
     checkpoint_architecture,
+    hovernet_from_checkpoint,
     load_hovernet_weights,
     load_pretrained_encoder,
     read_state_dict,
@@ -45,6 +46,7 @@ __all__ = [
     "HOVERNET_ENCODERS",
     "HOVERNET_NUM_CLASSES",
     "HoVerNetNucleid",
+    "hovernet_from_checkpoint",
     "MONAIHoVerNet",
     "ResNetFeatures2d",
     "ResNetHoVerNet",

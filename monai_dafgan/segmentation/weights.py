@@ -30,9 +30,10 @@ from typing import Any
 
 import torch
 
-from monai_dafgan.segmentation.networks import ResNetHoVerNet, architecture_mismatch, network_architecture
+from monai_dafgan.segmentation.networks import MONAIHoVerNet, ResNetHoVerNet, architecture_mismatch, network_architecture
 
 __all__ = [
+    "hovernet_from_checkpoint",
     "ENCODER_PREFIXES",
     "EXTRA_STATE_KEY",
     "checkpoint_architecture",
@@ -257,3 +258,12 @@ def load_pretrained_encoder(network: torch.nn.Module, path: str | os.PathLike) -
     network.load_state_dict(usable, strict=False)
     logger.info(f"initialised {len(usable)} of HoVer-Net's {len(encoder)} encoder tensors from {path}")
     return len(usable)
+
+
+def hovernet_from_checkpoint(path: str | os.PathLike) -> torch.nn.Module:
+    """The network a HoVer-Net checkpoint was trained as (from its architecture record; a plain state dict of MONAI
+    ``HoVerNet`` keys gives fast mode with 5 classes), with the checkpoint's weights loaded, on the CPU."""
+    architecture = dict(checkpoint_architecture(read_state_dict(path)) or {"encoder": "hovernet"})
+    encoder = architecture.pop("encoder")
+    network = MONAIHoVerNet(**architecture) if encoder == "hovernet" else ResNetHoVerNet(encoder, **architecture)
+    return load_hovernet_weights(network, path)
