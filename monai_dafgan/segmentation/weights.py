@@ -94,6 +94,19 @@ def _examples(items: list, count: int = 3) -> str:
     return shown + (f" and {len(items) - count} more" if len(items) > count else "")
 
 
+def _fit_problems(state: Mapping, own: Mapping, reshaped: list, missing: list, unexpected: list, target: str) -> list[str]:
+    """What keeps a state dict from loading into ``target``, one phrase per kind of problem."""
+    problems = []
+    if reshaped:
+        shapes = [f"{k}: file {tuple(state[k].shape)} vs {target} {tuple(own[k].shape)}" for k in reshaped]
+        problems.append(f"{len(reshaped)} tensors of another shape ({_examples(shapes)})")
+    if missing:
+        problems.append(f"{len(missing)} tensors missing ({_examples(missing)})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} tensors {target} does not have ({_examples(unexpected)})")
+    return problems
+
+
 def load_hovernet_weights(network: torch.nn.Module, path: str | os.PathLike) -> torch.nn.Module:
     """Load a whole HoVer-Net checkpoint into ``network``, strictly, explaining any mismatch.
 
@@ -144,16 +157,7 @@ def load_hovernet_weights(network: torch.nn.Module, path: str | os.PathLike) -> 
             f"its type head has {state[key].shape[0]} classes, this network {own[key].shape[0]} (out_classes; "
             f"background + nucleus types)"
         )
-    if reshaped:
-        problems.append(
-            f"{len(reshaped)} tensors of another shape ("
-            + _examples([f"{k}: file {tuple(state[k].shape)} vs network {tuple(own[k].shape)}" for k in reshaped])
-            + ")"
-        )
-    if missing:
-        problems.append(f"{len(missing)} tensors missing ({_examples(missing)})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} tensors this network does not have ({_examples(unexpected)})")
+    problems += _fit_problems(state, own, reshaped, missing, unexpected, "this network")
     raise ValueError(f"{path} does not fit this network: " + "; ".join(problems) + ".")
 
 
@@ -201,17 +205,7 @@ def _load_resnet_encoder(network: ResNetHoVerNet, path: str | os.PathLike) -> in
     unexpected = [k for k in state if k not in own]
     reshaped = [k for k in own if k in state and state[k].shape != own[k].shape]
     if missing or unexpected or reshaped:
-        problems = []
-        if reshaped:
-            problems.append(
-                f"{len(reshaped)} tensors of another shape ("
-                + _examples([f"{k}: file {tuple(state[k].shape)} vs encoder {tuple(own[k].shape)}" for k in reshaped])
-                + ")"
-            )
-        if missing:
-            problems.append(f"{len(missing)} tensors missing ({_examples(missing)})")
-        if unexpected:
-            problems.append(f"{len(unexpected)} tensors the encoder does not have ({_examples(unexpected)})")
+        problems = _fit_problems(state, own, reshaped, missing, unexpected, "the encoder")
         raise ValueError(
             f"{path} does not fit the {name} encoder (expected a torchvision-layout {name} state dict, keys such as "
             f"conv1.weight and layer1.0.conv1.weight): " + "; ".join(problems) + "."
