@@ -86,8 +86,8 @@ def generator_settings(state: Mapping[str, torch.Tensor]) -> dict:
     last = [key for key in state if key.endswith("head.1.weight")]
     out_channels = int(state[sorted(last)[-1]].shape[0]) if last else -1
     for preset in GENERATOR_PRESETS:
-        network = DAFFGenerator.from_preset(preset, in_channels, out_channels, baseline=baseline)
-        expected = network.state_dict()
+        with torch.device("meta"):  # shapes only: no memory for the paper preset's 180 M parameters
+            expected = DAFFGenerator.from_preset(preset, in_channels, out_channels, baseline=baseline).state_dict()
         if expected.keys() == state.keys() and all(expected[k].shape == state[k].shape for k in expected):
             return {"preset": preset, "baseline": baseline, "in_channels": in_channels, "out_channels": out_channels}
     raise ValueError(
