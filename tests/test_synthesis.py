@@ -239,12 +239,15 @@ def generator_bundles(tmp_path_factory) -> tuple[Path, Path]:
     return _generator_bundle("dafgan_points2mask", root), _generator_bundle("dafgan_mask2image", root)
 
 
-def test_from_bundles_builds_the_inference_networks(generator_bundles):
-    synthesizer = NucleiSynthesizer.from_bundles(*generator_bundles, device="cpu")
+def test_from_bundles_builds_the_inference_networks(generator_bundles, library):
+    with pytest.raises(ValueError, match="needs nucleus_shapes"):  # the G1 bundle's default is the ellipse encoding
+        NucleiSynthesizer.from_bundles(*generator_bundles, device="cpu")
+    synthesizer = NucleiSynthesizer.from_bundles(*generator_bundles, device="cpu", nucleus_shapes=library.nucleus_shapes)
     assert synthesizer.points_to_mask.config["out_channels"] == 5 and synthesizer.radius == 2
+    assert synthesizer.point_encoding == "ellipse"
     check_sample(synthesizer.synthesize_one(np.array([[10, 12, 3]], np.float32), 32))
     with pytest.raises(ValueError, match="does not fit the network.*overrides"):
-        NucleiSynthesizer.from_bundles(*generator_bundles, device="cpu", overrides={"baseline": True})
+        NucleiSynthesizer.from_bundles(*generator_bundles, device="cpu", overrides={"baseline": True}, nucleus_shapes=library.nucleus_shapes)
 
 
 def test_from_bundles_without_weights_names_the_file(generator_bundles, tmp_path):

@@ -187,14 +187,6 @@ class NucleiSynthesizer:
         point_encoding: str = "disk",
         nucleus_shapes: NucleusShapes | None = None,
     ):
-        if point_encoding not in POINT_ENCODINGS:
-            raise ValueError(f"point_encoding must be one of {POINT_ENCODINGS}, got {point_encoding!r}.")
-        if point_encoding == "ellipse" and nucleus_shapes is None:
-            raise ValueError(
-                "point_encoding='ellipse' draws each point as a nucleus shape and needs nucleus_shapes "
-                "(e.g. CentroidLibrary.from_samples(real_samples).nucleus_shapes)."
-            )
-        self.point_encoding, self.nucleus_shapes = point_encoding, nucleus_shapes
         if num_types < 1:
             raise ValueError(f"num_types must be >= 1, got {num_types}.")
         if batch_size < 1:
@@ -216,6 +208,14 @@ class NucleiSynthesizer:
                     f"{name} maps {found[0]} -> {found[1]} channels, but with num_types={num_types} it must map "
                     f"{channels[0]} -> {channels[1]} ({meaning}). Were the generators built for another type count?"
                 )
+        if point_encoding not in POINT_ENCODINGS:
+            raise ValueError(f"point_encoding must be one of {POINT_ENCODINGS}, got {point_encoding!r}.")
+        if point_encoding == "ellipse" and nucleus_shapes is None:
+            raise ValueError(
+                "point_encoding='ellipse' draws each point as a nucleus shape and needs nucleus_shapes "
+                "(e.g. CentroidLibrary.from_samples(real_samples).nucleus_shapes)."
+            )
+        self.point_encoding, self.nucleus_shapes = point_encoding, nucleus_shapes
 
     # ------------------------------------------------------------------ construction from bundles
     @classmethod
@@ -232,8 +232,9 @@ class NucleiSynthesizer:
 
         Each generator is the bundle's ``network_def`` in ``config_file``, with ``overrides`` (config id -> value,
         e.g. ``{"preset": "paper", "baseline": True}``, applied to both configs), loaded from ``models/model.pt``.
-        ``num_types`` and ``radius`` default to the points-to-mask config's ``num_types`` and ``point_radius``;
-        ``kwargs`` go to the constructor.
+        ``num_types``, ``radius`` and ``point_encoding`` default to the points-to-mask config's ``num_types``,
+        ``point_radius`` and ``point_encoding``; a G1 trained with the ellipse encoding needs ``nucleus_shapes=``
+        (e.g. ``CentroidLibrary.from_samples(tiles).nucleus_shapes``); ``kwargs`` go to the constructor.
 
         Raises:
             FileNotFoundError: a bundle without ``config_file`` or weights (checked for both before building).
