@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -190,8 +191,8 @@ def main() -> None:
     env = result["environment"]
     header = (
         f"# CPU training speed of {args.network.upper()} (preset {args.preset})\n\n"
-        f"`python benchmarks/bench_cpu_training.py --network {args.network} --preset {args.preset} --steps {args.steps} "
-        f"--warmup {args.warmup} --rounds {args.rounds}`: {env['cpu_count']} CPUs, torch {env['torch']}, load average "
+        f"`python benchmarks/bench_cpu_training.py {shlex.join(sys.argv[1:])}`: {env['cpu_count']} CPUs, torch "
+        f"{env['torch']}, load average "
         f"before {env['load_average_before'][0]:.2f}. Median seconds per training iteration (G forward, D step, G step) "
         "per process; samples/s in 256x256 equivalents, summed over processes run at the same time.\n\n"
     )
