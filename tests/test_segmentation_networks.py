@@ -28,6 +28,7 @@ from monai_dafgan.segmentation import (
     network_architecture,
     predict_tile,
 )
+from torchvision_layout import torchvision_resnet_shapes
 
 RESNETS = ("resnet18", "resnet34", "resnet50")
 KEYS = {HoVerNetBranch.NP.value: 2, HoVerNetBranch.HV.value: 2, HoVerNetBranch.NC.value: 5}
@@ -133,41 +134,12 @@ def test_freezing_a_resnet_encoder():
     assert {names[id(p)] for p in hovernet_encoder_parameters(free)} == frozen
 
 
-def _torchvision_resnet_shapes(block: str, layers: tuple[int, ...]) -> dict[str, tuple]:
-    """Key -> shape of a torchvision ResNet state dict (written out: torchvision is not a dependency)."""
-    shapes: dict[str, tuple] = {"conv1.weight": (64, 3, 7, 7)}
-
-    def bn(prefix, channels):
-        for name in ("weight", "bias", "running_mean", "running_var"):
-            shapes[f"{prefix}.{name}"] = (channels,)
-        shapes[f"{prefix}.num_batches_tracked"] = ()
-
-    bn("bn1", 64)
-    expansion, in_channels = (4 if block == "bottleneck" else 1), 64
-    for layer, (units, width) in enumerate(zip(layers, (64, 128, 256, 512)), 1):
-        for unit in range(units):
-            p, stride = f"layer{layer}.{unit}", (2 if unit == 0 and layer > 1 else 1)
-            if expansion == 4:
-                convs = [(width, in_channels, 1, 1), (width, width, 3, 3), (4 * width, width, 1, 1)]
-            else:
-                convs = [(width, in_channels, 3, 3), (width, width, 3, 3)]
-            for index, shape in enumerate(convs, 1):
-                shapes[f"{p}.conv{index}.weight"] = shape
-                bn(f"{p}.bn{index}", shape[0])
-            if unit == 0 and (stride != 1 or in_channels != width * expansion):
-                shapes[f"{p}.downsample.0.weight"] = (width * expansion, in_channels, 1, 1)
-                bn(f"{p}.downsample.1", width * expansion)
-            in_channels = width * expansion
-    shapes["fc.weight"], shapes["fc.bias"] = (1000, 512 * expansion), (1000,)
-    return shapes
-
-
 @pytest.mark.parametrize(
     "encoder,block,layers", [("resnet18", "basic", (2, 2, 2, 2)), ("resnet50", "bottleneck", (3, 4, 6, 3))]
 )
 def test_torchvision_layout_weights_load_into_a_resnet_encoder(encoder, block, layers, tmp_path, caplog):
     generator = torch.Generator().manual_seed(0)
-    shapes = _torchvision_resnet_shapes(block, layers)
+    shapes = torchvision_resnet_shapes(block, layers)
     state = {k: torch.randn(s, generator=generator) if s else torch.tensor(7) for k, s in shapes.items()}
     torch.save(state, tmp_path / f"{encoder}.pth")
     network = build_hovernet(encoder)
@@ -185,7 +157,7 @@ def test_torchvision_layout_weights_load_into_a_resnet_encoder(encoder, block, l
 
 
 def test_resnet_weights_of_another_depth_are_refused(tmp_path):
-    shapes = _torchvision_resnet_shapes("bottleneck", (3, 4, 6, 3))
+    shapes = torchvision_resnet_shapes("bottleneck", (3, 4, 6, 3))
     torch.save({k: torch.zeros(s) for k, s in shapes.items()}, tmp_path / "resnet50.pth")
     with pytest.raises(ValueError, match=r"resnet50.pth does not fit the resnet18 encoder .* tensors of another shape"):
         load_pretrained_encoder(build_hovernet("resnet18"), tmp_path / "resnet50.pth")

@@ -22,40 +22,13 @@ from monai_dafgan.segmentation import (
     write_evaluation,
 )
 from monai_dafgan.segmentation.weights import ENCODER_PREFIXES
+from torchvision_layout import torchvision_resnet_shapes
 
 
 @pytest.fixture(scope="module")
 def network():
     torch.manual_seed(0)
     return HoVerNet(mode="fast", out_classes=5)
-
-
-def _torchvision_resnet50_shapes() -> dict[str, tuple]:
-    """Key -> shape of torchvision's ResNet-50 state dict (written out here: torchvision is not a dependency)."""
-    shapes: dict[str, tuple] = {"conv1.weight": (64, 3, 7, 7)}
-
-    def bn(prefix, channels):
-        for name in ("weight", "bias", "running_mean", "running_var"):
-            shapes[f"{prefix}.{name}"] = (channels,)
-        shapes[f"{prefix}.num_batches_tracked"] = ()
-
-    bn("bn1", 64)
-    in_channels = 64
-    for layer, (units, width) in enumerate(((3, 64), (4, 128), (6, 256), (3, 512)), 1):
-        for unit in range(units):
-            p = f"layer{layer}.{unit}"
-            shapes[f"{p}.conv1.weight"] = (width, in_channels, 1, 1)
-            bn(f"{p}.bn1", width)
-            shapes[f"{p}.conv2.weight"] = (width, width, 3, 3)
-            bn(f"{p}.bn2", width)
-            shapes[f"{p}.conv3.weight"] = (4 * width, width, 1, 1)
-            bn(f"{p}.bn3", 4 * width)
-            if unit == 0:
-                shapes[f"{p}.downsample.0.weight"] = (4 * width, in_channels, 1, 1)
-                bn(f"{p}.downsample.1", 4 * width)
-            in_channels = 4 * width
-    shapes["fc.weight"], shapes["fc.bias"] = (1000, 2048), (1000,)
-    return shapes
 
 
 def test_checkpoint_round_trip_and_wrappers(network, tmp_path):
@@ -99,7 +72,7 @@ def test_pretrained_encoder_from_hovernet_keys_leaves_the_decoder(tmp_path):
 
 def test_pretrained_encoder_from_torchvision_layout(tmp_path):
     generator = torch.Generator().manual_seed(0)
-    state = {k: torch.randn(s, generator=generator) if s else torch.tensor(7) for k, s in _torchvision_resnet50_shapes().items()}
+    state = {k: torch.randn(s, generator=generator) if s else torch.tensor(7) for k, s in torchvision_resnet_shapes("bottleneck", (3, 4, 6, 3)).items()}
     torch.save(state, tmp_path / "resnet50.pth")
     target = HoVerNet(mode="fast", out_classes=5)
     loaded = load_pretrained_encoder(target, tmp_path / "resnet50.pth")
@@ -113,7 +86,7 @@ def test_pretrained_encoder_from_torchvision_layout(tmp_path):
     assert torch.equal(own["res_blocks.d3.bna_block.bn.weight"], state["layer4.0.downsample.1.weight"])
     encoder = [k for k in own if k.startswith(ENCODER_PREFIXES)]
     # every torchvision tensor but fc and each block's last bn3 has a place in HoVer-Net's encoder
-    assert loaded == len(_torchvision_resnet50_shapes()) - 2 - 4 * 5
+    assert loaded == len(torchvision_resnet_shapes("bottleneck", (3, 4, 6, 3))) - 2 - 4 * 5
     assert loaded >= 0.9 * len(encoder)
 
 
