@@ -21,7 +21,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 
 def _summarize(data_dir: Path, split: str, out: Path, max_tiles: int) -> dict:
@@ -77,16 +76,15 @@ def _cmd_demo(args: argparse.Namespace) -> None:
             decay_epochs=args.epochs // 2, window=2 * args.patch_size, patch_size=args.patch_size, num_workers=0,
         )
 
-    from monai_dafgan.synthesis import assemble_synthesis_bundle, library_from_folder
+    from monai_dafgan.synthesis import assemble_synthesis_bundle, library_from_folder, point_map_settings
     from monai_dafgan.study import source_bundles
 
     synthesis = args.out / "bundles" / "dafgan_nuclei_synthesis"
+    points_to_mask = args.out / "bundles" / "dafgan_points2mask"
     library = library_from_folder(root, "Train")
-    g1_defaults = yaml.safe_load((source_bundles() / "dafgan_points2mask" / "configs" / "train.yaml").read_text())
     assemble_synthesis_bundle(
-        synthesis, args.out / "bundles" / "dafgan_points2mask", args.out / "bundles" / "dafgan_mask2image", library,
-        point_encoding=g1_defaults["point_encoding"], point_radius=g1_defaults["point_radius"],
-        template=source_bundles() / "dafgan_nuclei_synthesis",
+        synthesis, points_to_mask, args.out / "bundles" / "dafgan_mask2image", library,
+        **point_map_settings(points_to_mask), template=source_bundles() / "dafgan_nuclei_synthesis",
     )  # fmt: skip
     synthesizer = NucleiSynthesizer.from_bundle(synthesis, device="cpu")
     print(f"4/4 synthesising {args.num_samples} samples with {synthesis}", flush=True)

@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 
 from monai_dafgan.data.io import atomic_write
-from monai_dafgan.synthesis.bundle import assemble_synthesis_bundle, library_from_folder
+from monai_dafgan.synthesis.bundle import assemble_synthesis_bundle, library_from_folder, point_map_settings
 from monai_dafgan.utils import set_config_values
 from monai_dafgan.segmentation.evaluation import TABLE1_COLUMNS, format_table1, paired_comparison
 
@@ -48,7 +48,7 @@ __all__ = [
     "summarize_study",
 ]
 
-#: generator bundle -> the weight file name it has inside a synthesis bundle
+#: the two generator bundles a synthetic condition trains
 GENERATOR_BUNDLES = ("dafgan_points2mask", "dafgan_mask2image")
 _PROTOCOL_KEYS = {
     "dataset_dir", "split", "holdout", "evaluation", "seeds", "device", "environment", "baseline_condition",
@@ -202,11 +202,9 @@ def run_study(protocol: Mapping, out: str | os.PathLike) -> dict:
                 runner.bundle(f"{_slug(name)}_{generator}", bundles / generator, "training", "train.yaml", overrides)
         if library is None:
             library = library_from_folder(data["dataset_dir"], data["split"], holdout)
-        g1_config = yaml.safe_load((bundles / "dafgan_points2mask" / "configs" / "train.yaml").read_text())
-        g1_settings = {**g1_config, **_generators(protocol, "dafgan_points2mask")}
+        g1 = point_map_settings(bundles / "dafgan_points2mask", _generators(protocol, "dafgan_points2mask"))
         assemble_synthesis_bundle(
-            synthesis, roots["dafgan_points2mask"], roots["dafgan_mask2image"], library,
-            point_encoding=g1_settings["point_encoding"], point_radius=g1_settings["point_radius"], fp16=False,
+            synthesis, roots["dafgan_points2mask"], roots["dafgan_mask2image"], library, **g1, fp16=False,
             template=bundles / "dafgan_nuclei_synthesis",
         )  # fmt: skip
         set_config_values(synthesis / "configs" / "inference.yaml", {"baseline": baseline, **protocol["synthesis"]})

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import torch
+import yaml
 from monai.bundle import ConfigParser
 
 from ..networks import GENERATOR_PRESETS, DAFFGenerator
@@ -27,6 +28,7 @@ __all__ = [
     "assemble_synthesis_bundle",
     "generator_settings",
     "library_from_folder",
+    "point_map_settings",
     "shipped_library",
     "shipped_synthesis_bundle",
     "synthesis_weight_files",
@@ -167,6 +169,14 @@ def assemble_synthesis_bundle(
     settings = {"preset": g1["preset"], "num_types": num_types, "point_encoding": point_encoding, "point_radius": point_radius}
     set_config_values(config, settings)
     return {**settings, "baseline": g1["baseline"], "weights": written, "library": CENTROID_LIBRARY}
+
+
+def point_map_settings(points_to_mask_bundle: str | os.PathLike, overrides: Mapping | None = None) -> dict:
+    """``{"point_encoding", "point_radius"}`` a ``dafgan_points2mask`` bundle trains G1 with: the values in its
+    ``configs/train.yaml``, replaced by those in ``overrides`` (the training run's command-line overrides)."""
+    config = yaml.safe_load((Path(points_to_mask_bundle) / "configs" / "train.yaml").read_text())
+    settings = {**config, **(overrides or {})}
+    return {"point_encoding": settings["point_encoding"], "point_radius": settings["point_radius"]}
 
 
 def library_from_folder(dataset_dir: str | os.PathLike, split: str = "Train", holdout: Iterable[str] = ()) -> CentroidLibrary:

@@ -369,13 +369,12 @@ class NucleiSynthesizer:
         per set) fixes the ellipses; None draws them (:meth:`point_shapes`). Raises ``ValueError`` for points
         outside the window or bad types."""
         size = self.check_spatial_size(spatial_size)
-        shapes = [None] * len(point_sets) if shapes is None else list(shapes)
-        if len(shapes) != len(point_sets):
+        if shapes is not None and len(shapes) != len(point_sets):
             raise ValueError(f"got {len(shapes)} shape arrays for {len(point_sets)} point sets.")
         if self.point_encoding == "disk":
             shapes = [None] * len(point_sets)
         else:
-            shapes = [self.point_shapes(p) if s is None else s for p, s in zip(point_sets, shapes)]
+            shapes = [self.point_shapes(p) if s is None else s for p, s in zip(point_sets, shapes or [None] * len(point_sets))]
         maps = [points_to_maps(points, size, self.radius, self.num_types, s) for points, s in zip(point_sets, shapes)]
         if not maps:
             return np.zeros((0, self.num_types + 1, *size), np.float32), np.zeros((0, 1, *size), np.int32)
@@ -450,9 +449,9 @@ class NucleiSynthesizer:
         names = [f"synthetic_{i}" for i in range(len(point_sets))] if names is None else list(names)
         if len(names) != len(point_sets):
             raise ValueError(f"got {len(names)} names for {len(point_sets)} point sets.")
-        shapes = [None] * len(point_sets) if shapes is None else list(shapes)
-        if len(shapes) != len(point_sets):
+        if shapes is not None and len(shapes) != len(point_sets):  # fail before any synthesis
             raise ValueError(f"got {len(shapes)} shape arrays for {len(point_sets)} point sets.")
+        shapes = [None] * len(point_sets) if shapes is None else list(shapes)
         samples: list[dict] = []
         chunk = self.batch_size  # bounds the memory of maps and probabilities, not only of the forward passes
         for start in range(0, len(point_sets), chunk):
