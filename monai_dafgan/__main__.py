@@ -177,7 +177,10 @@ def _cmd_assemble(args: argparse.Namespace) -> None:
 def _cmd_table1(args: argparse.Namespace) -> None:
     from monai_dafgan.study import load_protocol, run_study
 
-    protocol = load_protocol(args.protocol, dataset_dir=args.dataset_dir, seeds=args.seeds, device=args.device)
+    protocol = load_protocol(
+        args.protocol, dataset_dir=args.dataset_dir, seeds=args.seeds, device=args.device,
+        results_dir=args.results_dir, keep_weights=args.keep_weights,
+    )  # fmt: skip
     run_study(protocol, args.out)
 
 
@@ -268,6 +271,15 @@ def build_parser() -> argparse.ArgumentParser:
     table1.add_argument("--dataset-dir", default=None, help="CoNSeP-layout folder (default: the protocol's)")
     table1.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default: the protocol's)")
     table1.add_argument("--device", default=None, help="cpu or cuda (default: the protocol's, else the bundles')")
+    table1.add_argument(
+        "--results-dir", default=None,
+        help="folder of the per-run records (metrics keyed by the whole run configuration) that any later study, on "
+        "any machine, reuses (default: the protocol's results_dir, else <out>/records)",
+    )  # fmt: skip
+    table1.add_argument(
+        "--keep-weights", default=None, metavar="DIR",
+        help="keep each run's trained weights as DIR/<run key>.pt, so new evaluation sets score them without retraining",
+    )  # fmt: skip
     table1.set_defaults(func=_cmd_table1)
     return parser
 

@@ -4,16 +4,24 @@ samples and on real + DAFF-GAN samples, over several seeds, evaluated on whole t
 A protocol is a YAML file (``configs/table1/*.yaml``; keys documented in :func:`load_protocol`). :func:`run_study`
 runs every piece through the MONAI bundle command line, each in its own process with its log in
 ``<out>/logs/<step>.log``, and skips any piece whose result already exists, so an interrupted or extended study
-(more seeds, another condition) only trains what is missing:
+(more seeds, another condition, another evaluation set) only does what is missing:
 
 1. per synthetic condition, both generators (``dafgan_points2mask``, ``dafgan_mask2image``; ``baseline: true`` is
-   pix2pixHD), trained once on the training tiles (holdout left out) and shared by all seeds;
+   pix2pixHD), trained once on the training tiles (holdout left out) and shared by all seeds, unless the condition
+   names a ready synthesis bundle (``synthesis_bundle``; ``shipped``: the weights shipped with this package);
 2. per synthetic condition, a synthesis bundle (``dafgan_nuclei_synthesis`` with those weights);
 3. per condition and seed, HoVer-Net (``hovernet_consep_synthetic`` train config) with that condition's synthetic
    ratio (0 for real only) and the seed;
-4. per run, the whole-tile evaluation (``evaluate.yaml``);
-5. ``<out>/table1.md`` and ``<out>/table1.json``: mean ± SD over seeds per condition, and paired differences to the
-   baseline condition (:func:`monai_dafgan.segmentation.paired_comparison`).
+4. per run and evaluation set, the whole-tile evaluation (``evaluate.yaml``);
+5. ``<out>/table1.md`` and ``<out>/table1.json``: per evaluation set, mean ± SD over seeds per condition and paired
+   differences to the baseline condition (:func:`monai_dafgan.segmentation.paired_comparison`).
+
+Every finished run leaves a record in the protocol's ``results_dir`` (:class:`monai_dafgan.records.RunRecords`):
+its whole configuration (protocol entries, seed, a fingerprint of the training data's content and of the code and
+configs that shape the run) hashed to a key, its training minutes and its metrics per evaluation set. A run whose
+record exists with every evaluation set is not run again, on any machine with that record; a changed configuration
+has another key and is run anew; a new evaluation set is scored from the run's weights (``<out>`` or ``keep_weights``)
+without retraining.
 """
 
 from __future__ import annotations
@@ -31,15 +39,23 @@ from typing import Any
 
 import yaml
 
+from monai_dafgan.data.datasets import consep_file_list, nuclei_file_list
 from monai_dafgan.data.io import atomic_write
-from monai_dafgan.synthesis.bundle import assemble_synthesis_bundle, library_from_folder, point_map_settings
-from monai_dafgan.utils import set_config_values
+from monai_dafgan.records import RunRecords, code_fingerprint, config_key, files_fingerprint
 from monai_dafgan.segmentation.evaluation import TABLE1_COLUMNS, format_table1, paired_comparison
+from monai_dafgan.synthesis.bundle import (
+    assemble_synthesis_bundle,
+    library_from_folder,
+    point_map_settings,
+    shipped_synthesis_bundle,
+)
+from monai_dafgan.utils import set_config_values
 
 __all__ = [
     "GENERATOR_BUNDLES",
     "StudyStepError",
     "copy_bundle",
+    "evaluation_sets",
     "format_study",
     "load_protocol",
     "run_study",
@@ -51,10 +67,17 @@ __all__ = [
 #: the two generator bundles a synthetic condition trains
 GENERATOR_BUNDLES = ("dafgan_points2mask", "dafgan_mask2image")
 _PROTOCOL_KEYS = {
-    "dataset_dir", "split", "holdout", "evaluation", "seeds", "device", "environment", "baseline_condition",
-    "conditions", "generators", "synthesis", "hovernet", "checkpoint",
+    "dataset_dir", "split", "holdout", "train_tiles", "evaluation", "seeds", "device", "environment",
+    "baseline_condition", "conditions", "generators", "synthesis", "hovernet", "checkpoint", "results_dir",
+    "keep_weights",
 }
+_EVALUATION_KEYS = {"name", "dataset_dir", "split", "tiles", "center_crop", "image_dir", "label_dir"}
+_CONDITION_KEYS = {"baseline", "synthesis_bundle"}
 _PAIRED_METRICS = ("dice", "aji", "dq", "sq", "pq", "aji_plus")
+#: what shapes a HoVer-Net run and its evaluation (relative to the package; the bundle is added by the study)
+_SEGMENTATION_CODE = ("segmentation", "data", "metrics", "engines", "utils.py")
+#: what shapes the synthetic data of a condition whose generators the study trains
+_SYNTHESIS_CODE = ("networks", "losses", "points", "synthesis")
 
 
 class StudyStepError(RuntimeError):
@@ -78,22 +101,50 @@ def copy_bundle(name: str, target: Path) -> Path:
     return target
 
 
+def evaluation_sets(protocol: Mapping) -> list[dict]:
+    """The protocol's evaluation sets, each a dict with every key filled in: ``name``, ``dataset_dir``, ``split``,
+    ``tiles`` (names, or None for all; ``holdout`` resolved), ``center_crop``, ``image_dir``/``label_dir`` (the
+    generic reader's folders, None for CoNSeP layout)."""
+    entries = protocol["evaluation"]
+    entries = [entries] if isinstance(entries, Mapping) else list(entries)
+    sets = []
+    for index, entry in enumerate(entries):
+        tiles = entry.get("tiles")
+        generic = entry.get("image_dir") is not None
+        sets.append({
+            "name": str(entry.get("name") or ("holdout" if tiles == "holdout" else f"set{index}")),
+            "dataset_dir": None if generic else str(entry.get("dataset_dir", protocol["dataset_dir"])),
+            "split": None if generic else entry.get("split", protocol["split"]),
+            "tiles": list(protocol["holdout"]) if tiles == "holdout" else (list(tiles) if tiles else None),
+            "center_crop": entry.get("center_crop"),
+            "image_dir": entry.get("image_dir"),
+            "label_dir": entry.get("label_dir"),
+        })  # fmt: skip
+    return sets
+
+
 def load_protocol(path: str | os.PathLike, **overrides: Any) -> dict:
     """Read a protocol file and apply ``overrides`` (top-level keys; ``None`` values are ignored).
 
     Keys: ``dataset_dir`` (CoNSeP-layout root), ``split`` (training split), ``holdout`` (tiles never trained on),
-    ``evaluation`` (``split``; ``tiles``: a list of names or ``holdout``; ``center_crop``), ``seeds``,
-    ``device`` (``cpu``/``cuda``; null: the bundles' default), ``environment`` (variables for every process),
-    ``baseline_condition``, ``conditions`` (name -> null for real only, or ``{baseline: bool}`` for synthetic data
-    from pix2pixHD (true) or DAFF-GAN (false) generators), ``generators`` (overrides of both generator bundles'
-    train config, plus optional ``points2mask``/``mask2image`` mappings for one of them), ``synthesis``
-    (overrides of the synthesis bundle config), ``hovernet`` (overrides of the HoVer-Net train config; its
-    ``synthetic_ratio`` applies to the synthetic conditions), ``checkpoint`` (``model.pt``: final weights, or
-    ``best_model.pt``: best on the validation tiles, which must then not be the evaluated tiles).
+    ``train_tiles`` (optional: train on these tiles of the split only, e.g. a low-label arm; default all but the
+    holdout), ``evaluation`` (one set or a list of sets, each with ``name``, ``dataset_dir`` (default the
+    protocol's) and ``split``, or ``image_dir`` and ``label_dir`` for the generic reader; ``tiles``: a list of names,
+    ``holdout`` or null for all; ``center_crop``), ``seeds``, ``device`` (``cpu``/``cuda``; null: the bundles'
+    default), ``environment`` (variables for every process), ``baseline_condition``, ``conditions`` (name -> null
+    for real only, or ``{baseline: bool}`` for synthetic data from pix2pixHD (true) or DAFF-GAN (false) generators,
+    plus optional ``synthesis_bundle``: a ready synthesis bundle folder or ``shipped`` instead of training
+    generators), ``generators`` (overrides of both generator bundles' train config, plus optional
+    ``points2mask``/``mask2image`` mappings for one of them), ``synthesis`` (overrides of the synthesis bundle
+    config), ``hovernet`` (overrides of the HoVer-Net train config; its ``synthetic_ratio`` applies to the synthetic
+    conditions), ``checkpoint`` (``model.pt``: final weights, or ``best_model.pt``: best on the validation tiles,
+    which must then not be the evaluated tiles), ``results_dir`` (run records; default ``<out>/records``),
+    ``keep_weights`` (a folder where each run's weights are kept as ``<key>.pt``; default none).
 
     Raises:
-        ValueError: unknown keys, a missing baseline condition, no seeds, or best-checkpoint selection on the
-            evaluated tiles.
+        ValueError: unknown keys, a missing baseline condition, no seeds, best-checkpoint selection on the
+            evaluated tiles, training tiles that are evaluated or held out, or shipped generators for training
+            tiles other than theirs.
     """
     protocol = yaml.safe_load(Path(path).read_text()) or {}
     protocol.update({k: v for k, v in overrides.items() if v is not None})
@@ -102,6 +153,7 @@ def load_protocol(path: str | os.PathLike, **overrides: Any) -> dict:
         raise ValueError(f"{path}: unknown protocol keys {sorted(unknown)} (known: {sorted(_PROTOCOL_KEYS)}).")
     protocol.setdefault("split", "Train")
     protocol.setdefault("holdout", [])
+    protocol.setdefault("train_tiles", None)
     protocol.setdefault("evaluation", {"split": protocol["split"], "tiles": "holdout"})
     protocol.setdefault("baseline_condition", "real")
     protocol.setdefault("checkpoint", "model.pt")
@@ -110,16 +162,43 @@ def load_protocol(path: str | os.PathLike, **overrides: Any) -> dict:
     conditions = protocol.get("conditions") or {}
     if protocol["baseline_condition"] not in conditions:
         raise ValueError(f"{path}: the baseline condition {protocol['baseline_condition']!r} is not in conditions.")
+    for name, spec in conditions.items():
+        extra = set(spec or {}) - _CONDITION_KEYS
+        if extra:
+            raise ValueError(f"{path}: condition {name!r} has unknown keys {sorted(extra)} (known: {sorted(_CONDITION_KEYS)}).")
+        if protocol["train_tiles"] and (spec or {}).get("synthesis_bundle") == "shipped":
+            raise ValueError(
+                f"{path}: condition {name!r} uses the shipped generators, which were trained on all non-holdout tiles, "
+                "not on train_tiles alone; train its generators in the study (drop synthesis_bundle)."
+            )
     if not protocol.get("seeds"):
         raise ValueError(f"{path}: no seeds.")
     if "dataset_dir" not in protocol:
         raise ValueError(f"{path}: no dataset_dir (set it in the file or pass --dataset-dir).")
-    evaluation = protocol["evaluation"]
-    if protocol["checkpoint"] == "best_model.pt" and evaluation.get("tiles") == "holdout":
-        raise ValueError(
-            f"{path}: best_model.pt is chosen on the holdout tiles, which are also the evaluated tiles here; use "
-            f"model.pt (final weights) or evaluate on another split."
-        )
+    entries = protocol["evaluation"]
+    for entry in [entries] if isinstance(entries, Mapping) else entries:
+        extra = set(entry) - _EVALUATION_KEYS
+        if extra:
+            raise ValueError(f"{path}: evaluation set has unknown keys {sorted(extra)} (known: {sorted(_EVALUATION_KEYS)}).")
+        if protocol["checkpoint"] == "best_model.pt" and entry.get("tiles") == "holdout":
+            raise ValueError(
+                f"{path}: best_model.pt is chosen on the holdout tiles, which are also the evaluated tiles here; use "
+                f"model.pt (final weights) or evaluate on another split."
+            )
+    sets = evaluation_sets(protocol)
+    names = [s["name"] for s in sets]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{path}: evaluation sets need distinct names, got {names}.")
+    train_tiles = protocol["train_tiles"]
+    if train_tiles:
+        for s in sets:
+            same_split = s["image_dir"] is None and s["split"] == protocol["split"]
+            leaked = sorted(set(train_tiles) & set(s["tiles"] or [])) if same_split else []
+            if leaked or set(train_tiles) & set(protocol["holdout"]):
+                raise ValueError(
+                    f"{path}: train_tiles {sorted(set(train_tiles) & (set(leaked) | set(protocol['holdout'])))} are "
+                    "held out or evaluated."
+                )
     return protocol
 
 
@@ -141,7 +220,8 @@ class _Runner:
         self.device_override = {} if device is None else {"device": f"$torch.device('{device}')"}
         self.environment = {**os.environ, **{k: str(v) for k, v in environment.items()}}
 
-    def bundle(self, step: str, bundle: Path, run_id: str, config: str, overrides: Mapping[str, Any]) -> None:
+    def bundle(self, step: str, bundle: Path, run_id: str, config: str, overrides: Mapping[str, Any]) -> float:
+        """Run one bundle config in its own process; returns its wall-clock minutes."""
         command = [
             sys.executable, "-m", "monai.bundle", "run", run_id,
             "--config_file", str(bundle / "configs" / config),
@@ -162,6 +242,7 @@ class _Runner:
             tail = "".join(log.read_text().splitlines(keepends=True)[-25:])
             raise StudyStepError(f"{step} failed (exit {result.returncode}, log {log}):\n{tail}")
         print(f"{elapsed:.0f} s", flush=True)
+        return elapsed / 60
 
 
 def _generators(protocol: Mapping, bundle: str) -> dict:
@@ -170,9 +251,33 @@ def _generators(protocol: Mapping, bundle: str) -> dict:
     return {**shared, **own}
 
 
-def _evaluated_tiles(protocol: Mapping) -> list[str] | None:
-    tiles = protocol["evaluation"].get("tiles")
-    return list(protocol["holdout"]) if tiles == "holdout" else tiles
+def _training_holdout(protocol: Mapping, split_files: Sequence[Mapping]) -> list[str]:
+    """What the bundles are told to leave out: the holdout, or everything but ``train_tiles`` when they are set."""
+    if not protocol["train_tiles"]:
+        return list(protocol["holdout"])
+    names = [item["name"] for item in split_files]
+    missing = sorted(set(protocol["train_tiles"]) - set(names))
+    if missing:
+        raise ValueError(f"train_tiles {missing} are not in the {protocol['split']} split.")
+    return [name for name in names if name not in set(protocol["train_tiles"])]
+
+
+def _set_files(evaluation: Mapping) -> list[dict]:
+    if evaluation["image_dir"] is not None:
+        files = nuclei_file_list(evaluation["image_dir"], evaluation["label_dir"])
+    else:
+        files = consep_file_list(evaluation["dataset_dir"], evaluation["split"])
+    if evaluation["tiles"] is not None:
+        by_name = {item["name"]: item for item in files}
+        unknown = [name for name in evaluation["tiles"] if name not in by_name]
+        if unknown:
+            raise ValueError(f"evaluation set {evaluation['name']!r}: tiles {unknown} are not in it.")
+        files = [by_name[name] for name in evaluation["tiles"]]
+    return files
+
+
+def _weights_bundle(path: Path) -> list[Path]:
+    return sorted(p for p in path.rglob("*") if p.suffix in (".pt", ".npz", ".yaml", ".json") and p.is_file())
 
 
 def run_study(protocol: Mapping, out: str | os.PathLike) -> dict:
@@ -180,67 +285,117 @@ def run_study(protocol: Mapping, out: str | os.PathLike) -> dict:
     out = Path(out)
     bundles = source_bundles()
     runner = _Runner(out, protocol.get("device"), protocol["environment"])
+    records = RunRecords(protocol.get("results_dir") or out / "records")
+    keep_weights = Path(protocol["keep_weights"]) if protocol.get("keep_weights") else None
     data = {"dataset_dir": str(Path(protocol["dataset_dir"]).resolve()), "split": protocol["split"]}
-    holdout = list(protocol["holdout"])
+    split_files = consep_file_list(data["dataset_dir"], data["split"])
+    holdout = _training_holdout(protocol, split_files)
+    training_data = files_fingerprint([item for item in split_files if item["name"] not in set(holdout)])
+    sets = evaluation_sets(protocol)
+    set_keys = {
+        s["name"]: config_key({"data": files_fingerprint(_set_files(s)), "center_crop": s["center_crop"]}) for s in sets
+    }
     conditions = {name: dict(spec) if spec else None for name, spec in protocol["conditions"].items()}
+    segmentation_code = code_fingerprint([*_SEGMENTATION_CODE, bundles / "hovernet_consep_synthetic" / "configs"])
     started = time.perf_counter()
 
+    # synthetic data: what a condition's samples come from, and its part of the run configuration
     synthesis_bundles: dict[str, Path] = {}
+    synthesis_configs: dict[str, dict] = {}
     library = None
     synthetic = {name: spec for name, spec in conditions.items() if spec is not None}
     if synthetic:
         print("generators and synthesis bundles")
     for name, spec in synthetic.items():
         baseline = bool(spec.get("baseline", False))
-        synthesis = out / "synthesis" / _slug(name)
-        roots = {}
-        for generator in GENERATOR_BUNDLES:
-            root = roots[generator] = out / "generators" / _slug(name) / generator
-            if not (root / "models" / "model.pt").is_file():
-                overrides = {"bundle_root": str(root), **data, "holdout": holdout, "baseline": baseline,
-                             **_generators(protocol, generator)}
-                runner.bundle(f"{_slug(name)}_{generator}", bundles / generator, "training", "train.yaml", overrides)
-        if library is None:
-            library = library_from_folder(data["dataset_dir"], data["split"], holdout)
-        g1 = point_map_settings(bundles / "dafgan_points2mask", _generators(protocol, "dafgan_points2mask"))
-        assemble_synthesis_bundle(
-            synthesis, roots["dafgan_points2mask"], roots["dafgan_mask2image"], library, **g1, fp16=False,
-            template=bundles / "dafgan_nuclei_synthesis",
-        )  # fmt: skip
-        set_config_values(synthesis / "configs" / "inference.yaml", {"baseline": baseline, **protocol["synthesis"]})
+        ready = spec.get("synthesis_bundle")
+        if ready is not None:
+            source = shipped_synthesis_bundle() if ready == "shipped" else Path(ready).resolve()
+            synthesis = _ready_synthesis(source, out / "synthesis" / _slug(name), baseline, protocol["synthesis"])
+            synthesis_configs[name] = {
+                "baseline": baseline, "synthesis": protocol["synthesis"],
+                "weights": code_fingerprint(_weights_bundle(synthesis)),
+            }
+        else:
+            synthesis = out / "synthesis" / _slug(name)
+            roots = {}
+            for generator in GENERATOR_BUNDLES:
+                root = roots[generator] = out / "generators" / _slug(name) / generator
+                if not (root / "models" / "model.pt").is_file():
+                    overrides = {"bundle_root": str(root), **data, "holdout": holdout, "baseline": baseline,
+                                 **_generators(protocol, generator)}
+                    runner.bundle(f"{_slug(name)}_{generator}", bundles / generator, "training", "train.yaml", overrides)
+            if library is None:
+                library = library_from_folder(data["dataset_dir"], data["split"], holdout)
+            g1 = point_map_settings(bundles / "dafgan_points2mask", _generators(protocol, "dafgan_points2mask"))
+            assemble_synthesis_bundle(
+                synthesis, roots["dafgan_points2mask"], roots["dafgan_mask2image"], library, **g1, fp16=False,
+                template=bundles / "dafgan_nuclei_synthesis",
+            )  # fmt: skip
+            set_config_values(synthesis / "configs" / "inference.yaml", {"baseline": baseline, **protocol["synthesis"]})
+            synthesis_configs[name] = {
+                "baseline": baseline, "generators": protocol["generators"], "synthesis": protocol["synthesis"],
+                "code": code_fingerprint([*_SYNTHESIS_CODE, *(bundles / b / "configs" for b in GENERATOR_BUNDLES),
+                                          bundles / "dafgan_nuclei_synthesis" / "configs"]),
+            }
         synthesis_bundles[name] = synthesis
 
     print("HoVer-Net runs")
-    results: dict[str, list[dict]] = {}
-    tiles = _evaluated_tiles(protocol)
-    evaluation = protocol["evaluation"]
+    results: dict[str, dict[str, list[dict]]] = {s["name"]: {} for s in sets}
     for name, spec in conditions.items():
-        results[name] = []
+        for s in sets:
+            results[s["name"]][name] = []
         for seed in protocol["seeds"]:
             root = out / "hovernet" / _slug(name) / f"seed{seed}"
             step = f"{_slug(name)}_seed{seed}"
-            if not (root / "models" / "model.pt").is_file():
-                overrides = {"bundle_root": str(root), **data, "holdout": holdout, "seed": seed, **protocol["hovernet"]}
-                if spec is None:
-                    overrides["synthetic_ratio"] = 0.0
-                else:
-                    overrides["synthesis_bundle"] = str(synthesis_bundles[name])
-                runner.bundle(f"{step}_train", bundles / "hovernet_consep_synthetic", "training", "train.yaml", overrides)
-            metrics = root / "eval" / "metrics.json"
-            if not metrics.is_file():
-                overrides = {
-                    "bundle_root": str(root), "dataset_dir": data["dataset_dir"],
-                    "split": evaluation.get("split", protocol["split"]), "tiles": tiles,
-                    "center_crop": evaluation.get("center_crop"), "condition": name,
-                    "ckpt_path": str(root / "models" / protocol["checkpoint"]),
-                    # the evaluated network must be built as it was trained
-                    **{k: v for k, v in protocol["hovernet"].items() if k in ("encoder", "patch_size", "out_size")},
-                }
-                runner.bundle(f"{step}_evaluate", bundles / "hovernet_consep_synthetic", "evaluating", "evaluate.yaml", overrides)
-            results[name].append(json.loads(metrics.read_text()))
+            config = {
+                "condition": name, "seed": seed, "split": protocol["split"], "holdout": holdout,
+                "training_data": training_data, "hovernet": protocol["hovernet"], "checkpoint": protocol["checkpoint"],
+                "synthetic": synthesis_configs.get(name), "code": segmentation_code,
+            }  # fmt: skip
+            key = config_key(config)
+            record = records.load(step, key) or {"key": key, "config": config, "evaluations": {}}
+            missing = [s for s in sets if set_keys[s["name"]] not in record["evaluations"]]
+            if missing:
+                weights = _trained_weights(root, key, protocol["checkpoint"], keep_weights)
+                if weights is None:
+                    if root.exists():
+                        shutil.rmtree(root)  # another configuration's run
+                    overrides = {"bundle_root": str(root), **data, "holdout": holdout, "seed": seed, **protocol["hovernet"]}
+                    if spec is None:
+                        overrides["synthetic_ratio"] = 0.0
+                    else:
+                        overrides["synthesis_bundle"] = str(synthesis_bundles[name])
+                    record["train_minutes"] = round(runner.bundle(
+                        f"{step}_train", bundles / "hovernet_consep_synthetic", "training", "train.yaml", overrides), 2)
+                    atomic_write(root / "run_key.txt", lambda f: f.write(key.encode()))
+                    weights = root / "models" / protocol["checkpoint"]
+                    if keep_weights is not None:
+                        keep_weights.mkdir(parents=True, exist_ok=True)
+                        shutil.copy2(weights, keep_weights / f"{key}.pt")
+                for s in missing:
+                    eval_dir = root / "eval" / _slug(s["name"])
+                    overrides = {
+                        "bundle_root": str(root), "output_dir": str(eval_dir), "condition": name,
+                        "ckpt_path": str(weights), "tiles": s["tiles"], "center_crop": s["center_crop"],
+                        **({"image_dir": s["image_dir"], "label_dir": s["label_dir"]} if s["image_dir"] is not None
+                           else {"dataset_dir": str(Path(s["dataset_dir"]).resolve()), "split": s["split"]}),
+                        # the evaluated network must be built as it was trained
+                        **{k: v for k, v in protocol["hovernet"].items() if k in ("encoder", "patch_size", "out_size")},
+                    }
+                    runner.bundle(f"{step}_evaluate_{_slug(s['name'])}", bundles / "hovernet_consep_synthetic",
+                                  "evaluating", "evaluate.yaml", overrides)  # fmt: skip
+                    metrics = json.loads((eval_dir / "metrics.json").read_text())
+                    record["evaluations"][set_keys[s["name"]]] = {"set": s, "result": metrics}
+                    records.save(step, record)
+            for s in sets:
+                results[s["name"]][name].append(record["evaluations"][set_keys[s["name"]]]["result"])
 
-    report = summarize_study(results, protocol)
-    report["minutes"] = round((time.perf_counter() - started) / 60, 1)
+    report = {
+        "protocol": {k: v for k, v in protocol.items() if k != "environment"},
+        "minutes": round((time.perf_counter() - started) / 60, 1),
+        "evaluation_sets": {s["name"]: {**summarize_study(results[s["name"]], protocol), "set": s} for s in sets},
+    }
     atomic_write(out / "table1.json", lambda f: f.write(json.dumps(report, indent=2).encode()))
     markdown = format_study(report)
     atomic_write(out / "table1.md", lambda f: f.write(markdown.encode()))
@@ -248,8 +403,28 @@ def run_study(protocol: Mapping, out: str | os.PathLike) -> dict:
     return report
 
 
+def _ready_synthesis(source: Path, target: Path, baseline: bool, overrides: Mapping) -> Path:
+    """A copy of a ready synthesis bundle (weights included) with the condition's settings, for one condition."""
+    if not (source / "configs" / "inference.yaml").is_file():
+        raise FileNotFoundError(f"{source} is not a synthesis bundle (no configs/inference.yaml).")
+    shutil.copytree(source, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("runs", "eval", "__pycache__"))
+    set_config_values(target / "configs" / "inference.yaml", {"baseline": baseline, **overrides})
+    return target
+
+
+def _trained_weights(root: Path, key: str, checkpoint: str, keep_weights: Path | None) -> Path | None:
+    """The weights of run ``key`` when they exist: in the study folder (trained under this key) or kept."""
+    weights = root / "models" / checkpoint
+    key_file = root / "run_key.txt"
+    if weights.is_file() and key_file.is_file() and key_file.read_text().strip() == key:
+        return weights
+    kept = keep_weights / f"{key}.pt" if keep_weights is not None else None
+    return kept if kept is not None and kept.is_file() else None
+
+
 def summarize_study(results: Mapping[str, Sequence[Mapping]], protocol: Mapping) -> dict:
-    """Per-condition per-seed aggregates, mean and SD, and the paired comparison against the baseline condition."""
+    """One evaluation set's summary: per-condition per-seed aggregates, mean and SD, and the paired comparison
+    against the baseline condition. ``results``: condition -> one evaluation result per seed."""
     import numpy as np
 
     keys = [key for _, key in TABLE1_COLUMNS]
@@ -264,7 +439,6 @@ def summarize_study(results: Mapping[str, Sequence[Mapping]], protocol: Mapping)
         }
     paired = paired_comparison(results, protocol["baseline_condition"], _PAIRED_METRICS)
     return {
-        "protocol": {k: v for k, v in protocol.items() if k != "environment"},
         "evaluated_tiles": [tile["name"] for tile in next(iter(results.values()))[0]["tiles"]],
         "conditions": conditions,
         "table": {name: [run["aggregate"] for run in runs] for name, runs in results.items()},
@@ -273,26 +447,33 @@ def summarize_study(results: Mapping[str, Sequence[Mapping]], protocol: Mapping)
 
 
 def format_study(report: Mapping) -> str:
-    """Markdown: the Table I layout (mean ± SD over seeds), then the paired differences to the baseline."""
+    """Markdown, per evaluation set: the Table I layout (mean ± SD over seeds), then the paired differences to the
+    baseline."""
     protocol = report["protocol"]
-    lines = [
-        f"Seeds {protocol['seeds']}; evaluated tiles: {', '.join(report['evaluated_tiles'])}"
-        + (f" (centre {protocol['evaluation']['center_crop']} px)" if protocol["evaluation"].get("center_crop") else ""),
-        "",
-        format_table1(report["table"]),
-        f"Paired differences to `{protocol['baseline_condition']}` (mean over tiles of the seed-averaged per-tile "
-        f"difference; 95 % bootstrap interval over tiles; seeds whose tile mean improved):",
-        "",
-        "| condition | " + " | ".join(_PAIRED_METRICS) + " |",
-        "|---|" + "---:|" * len(_PAIRED_METRICS),
-    ]
-    for name, metrics in report["paired_vs_baseline"].items():
-        cells = []
-        for key in _PAIRED_METRICS:
-            m = metrics[key]
-            cells.append(
-                f"{m['mean_difference']:+.4f} [{m['ci95'][0]:+.4f}, {m['ci95'][1]:+.4f}] "
-                f"{m['seeds_improved']}/{m['num_seeds']}"
-            )
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    lines = []
+    for name, summary in report["evaluation_sets"].items():
+        crop = summary["set"].get("center_crop")
+        lines += [
+            f"### Evaluation set `{name}`",
+            "",
+            f"Seeds {protocol['seeds']}; evaluated tiles: {', '.join(summary['evaluated_tiles'])}"
+            + (f" (centre {crop} px)" if crop else ""),
+            "",
+            format_table1(summary["table"]),
+            f"Paired differences to `{protocol['baseline_condition']}` (mean over tiles of the seed-averaged per-tile "
+            f"difference; 95 % bootstrap interval over tiles; seeds whose tile mean improved):",
+            "",
+            "| condition | " + " | ".join(_PAIRED_METRICS) + " |",
+            "|---|" + "---:|" * len(_PAIRED_METRICS),
+        ]
+        for condition, metrics in summary["paired_vs_baseline"].items():
+            cells = []
+            for key in _PAIRED_METRICS:
+                m = metrics[key]
+                cells.append(
+                    f"{m['mean_difference']:+.4f} [{m['ci95'][0]:+.4f}, {m['ci95'][1]:+.4f}] "
+                    f"{m['seeds_improved']}/{m['num_seeds']}"
+                )
+            lines.append(f"| {condition} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)

@@ -41,8 +41,10 @@ def study(tmp_path_factory):
 def test_study_trains_evaluates_and_reports(study):
     out = study / "out"
     report = json.loads((out / "table1.json").read_text())
-    assert list(report["conditions"]) == ["real", "real+pix2pixHD", "real+DAFF-GAN"]
-    assert report["evaluated_tiles"] == ["toy_3"]
+    assert list(report["evaluation_sets"]) == ["holdout"]
+    summary = report["evaluation_sets"]["holdout"]
+    assert list(summary["conditions"]) == ["real", "real+pix2pixHD", "real+DAFF-GAN"]
+    assert summary["evaluated_tiles"] == ["toy_3"]
     for name, baseline in (("real_pix2pixhd", True), ("real_daff_gan", False)):
         for weights in synthesis_weight_files(baseline):  # the pair the bundle's baseline flag selects
             assert (out / "synthesis" / name / weights).is_file()
@@ -53,12 +55,17 @@ def test_study_trains_evaluates_and_reports(study):
     assert "--synthesis_bundle" in (out / "logs" / "real_daff_gan_seed0_train.log").read_text()
     assert "--synthetic_ratio 0.0" in (out / "logs" / "real_seed0_train.log").read_text()
     for condition in ("real", "real_pix2pixhd", "real_daff_gan"):
-        metrics = json.loads((out / "hovernet" / condition / "seed0" / "eval" / "metrics.json").read_text())
+        metrics = json.loads((out / "hovernet" / condition / "seed0" / "eval" / "holdout" / "metrics.json").read_text())
         assert metrics["num_tiles"] == 1 and 0.0 <= metrics["aggregate"]["pq"] <= 1.0
-    paired = report["paired_vs_baseline"]
+        (record,) = (out / "records").glob(f"{condition}_seed0_*.json")
+        record = json.loads(record.read_text())
+        assert record["config"]["seed"] == 0 and record["train_minutes"] > 0
+        assert [e["result"] for e in record["evaluations"].values()] == [metrics]
+    paired = summary["paired_vs_baseline"]
     assert set(paired) == {"real+pix2pixHD", "real+DAFF-GAN"} and paired["real+DAFF-GAN"]["pq"]["num_seeds"] == 1
     table = (out / "table1.md").read_text()
     assert "| real+DAFF-GAN |" in table and "Paired differences to `real`" in table
+    assert "### Evaluation set `holdout`" in table
 
 
 def test_study_reuses_what_exists(study, capsys):
@@ -68,6 +75,50 @@ def test_study_reuses_what_exists(study, capsys):
     printed = capsys.readouterr().out
     assert " ... " not in printed  # no bundle ran
     assert {p.name: p.stat().st_mtime_ns for p in (out / "logs").iterdir()} == logs
+
+
+def _protocol(study, path, **changes):
+    protocol = yaml.safe_load((study / "micro.yaml").read_text())
+    protocol.update(changes)
+    path.write_text(yaml.safe_dump(protocol, sort_keys=False))
+    return path
+
+
+def test_records_let_another_machine_finish_the_study(study, tmp_path, capsys):
+    """A fresh study folder with the records of the first (another machine, another day) runs nothing; a new
+    evaluation set scores the kept weights without retraining; a changed configuration is never taken as done."""
+    records = study / "out" / "records"
+    protocol = _protocol(study, tmp_path / "p.yaml", results_dir=str(records), conditions={"real": None})
+    assert main(["table1", "--protocol", str(protocol), "--out", str(tmp_path / "elsewhere")]) == 0
+    assert " ... " not in capsys.readouterr().out
+    first = json.loads((tmp_path / "elsewhere" / "table1.json").read_text())["evaluation_sets"]["holdout"]["table"]
+    before = json.loads((study / "out" / "table1.json").read_text())["evaluation_sets"]["holdout"]["table"]
+    assert first["real"] == before["real"]
+
+    # changed lr: a new key, so a new run (weights kept for later evaluation sets)
+    changed = _protocol(study, tmp_path / "q.yaml", results_dir=str(tmp_path / "records"), conditions={"real": None},
+                        hovernet={**yaml.safe_load((study / "micro.yaml").read_text())["hovernet"], "lr": 0.002})
+    kept = tmp_path / "weights"
+    assert main(["table1", "--protocol", str(changed), "--out", str(tmp_path / "b"), "--keep-weights", str(kept)]) == 0
+    printed = capsys.readouterr().out
+    assert "real_seed0_train ... " in printed and "real_seed0_evaluate_holdout ... " in printed
+    (weights,) = kept.glob("*.pt")
+    (record,) = (tmp_path / "records").glob("real_seed0_*.json")
+    assert json.loads(record.read_text())["key"] == weights.stem
+
+    # a second evaluation set (the generic reader's folders) in a fresh folder: evaluated from the kept weights only
+    toy = Path(yaml.safe_load((study / "micro.yaml").read_text())["dataset_dir"]) / "Train"
+    both = [{"split": "Train", "tiles": "holdout"},
+            {"name": "folders", "image_dir": str(toy / "Images"), "label_dir": str(toy / "Labels"), "tiles": ["toy_1"]}]
+    more = _protocol(study, tmp_path / "r.yaml", results_dir=str(tmp_path / "records"), conditions={"real": None},
+                     hovernet=yaml.safe_load(changed.read_text())["hovernet"], evaluation=both)
+    assert main(["table1", "--protocol", str(more), "--out", str(tmp_path / "c"), "--keep-weights", str(kept)]) == 0
+    printed = capsys.readouterr().out
+    assert "train ... " not in printed and printed.count(" ... ") == 1 and "evaluate_folders ... " in printed
+    report = json.loads((tmp_path / "c" / "table1.json").read_text())
+    assert list(report["evaluation_sets"]) == ["holdout", "folders"]
+    assert report["evaluation_sets"]["folders"]["evaluated_tiles"] == ["toy_1"]
+    assert len(json.loads(record.read_text())["evaluations"]) == 2
 
 
 def test_protocol_checks(tmp_path):
@@ -85,6 +136,19 @@ def test_protocol_checks(tmp_path):
     with pytest.raises(ValueError, match="no dataset_dir"):
         load_protocol(path)
     assert load_protocol(path, dataset_dir="d", seeds=[4, 5], device=None)["seeds"] == [4, 5]
+    path.write_text(yaml.safe_dump({"dataset_dir": "x", **MICRO, "train_tiles": ["toy_3"]}))
+    with pytest.raises(ValueError, match=r"train_tiles \['toy_3'\] are held out or evaluated"):
+        load_protocol(path)
+    shipped = {**MICRO["conditions"], "real+DAFF-GAN": {"baseline": False, "synthesis_bundle": "shipped"}}
+    path.write_text(yaml.safe_dump({"dataset_dir": "x", **MICRO, "train_tiles": ["toy_1"], "conditions": shipped}))
+    with pytest.raises(ValueError, match="uses the shipped generators"):
+        load_protocol(path)
+    path.write_text(yaml.safe_dump({"dataset_dir": "x", **MICRO, "evaluation": [{"tiles": "holdout"}, {"tiles": "holdout"}]}))
+    with pytest.raises(ValueError, match="distinct names"):
+        load_protocol(path)
+    path.write_text(yaml.safe_dump({"dataset_dir": "x", **MICRO, "evaluation": {"tiles": "holdout", "crop": 3}}))
+    with pytest.raises(ValueError, match=r"unknown keys \['crop'\]"):
+        load_protocol(path)
 
 
 def test_shipped_protocols_load():
