@@ -164,7 +164,10 @@ def test_mixing_with_a_synthesis_bundle(toy_dir, tmp_path):
 def test_resnet_encoder_trains_evaluates_and_refuses_another_encoder(toy_dir, tmp_path):
     bundle = _bundle(tmp_path)
     resnet = ["--encoder", "resnet18", "--out_size", "192"]
-    _run(bundle, "training", "--config_file", "configs/train.yaml", "--dataset_dir", str(toy_dir), *TINY, *resnet)
+    onecycle = ["--lr_schedule", "onecycle", "--hv_loss_weight", "2.0"]  # the CPU recipe's settings
+    _run(bundle, "training", "--config_file", "configs/train.yaml", "--dataset_dir", str(toy_dir), *TINY, *resnet, *onecycle)
+    (resumable,) = (bundle / "runs").glob("checkpoint_*.pt")
+    assert torch.load(resumable, weights_only=False)["lr_scheduler"]["total_steps"] == 1  # OneCycleLR, per iteration
     saved = torch.load(bundle / "models" / "model.pt", weights_only=True)
     assert saved["_extra_state"]["architecture"]["encoder"] == "resnet18" and "encoder.layer4.1.conv2.weight" in saved
     evaluate = ["evaluating", "--config_file", "configs/evaluate.yaml", "--dataset_dir", str(toy_dir),

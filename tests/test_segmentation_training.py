@@ -13,6 +13,7 @@ from monai.networks.nets import HoVerNet
 from monai_dafgan.data import evenly_spaced_subset, make_toy_sample
 from monai_dafgan.segmentation import (
     TwoStageStepLR,
+    hovernet_lr_scheduler,
     hovernet_encoder_parameters,
     load_hovernet_weights,
     load_pretrained_encoder,
@@ -110,6 +111,26 @@ def test_two_stage_step_lr_restarts_at_the_stage_switch():
     assert [TwoStageStepLR(0, 3)(e) for e in (0, 2, 3)] == [1.0, 1.0, pytest.approx(0.1)]
     with pytest.raises(ValueError):
         TwoStageStepLR(-1)
+
+
+def test_lr_scheduler_by_name():
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.Adam([parameter], lr=0.01)
+    onecycle = hovernet_lr_scheduler(optimizer, "onecycle", epochs=2, iterations_per_epoch=10)
+    rates = []
+    for _ in range(20):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        onecycle.step()
+    peak = rates.index(max(rates))
+    assert rates[0] < 0.001 and max(rates) == pytest.approx(0.01) and 1 <= peak <= 3 and rates[-1] < 1e-4
+    assert rates[: peak + 1] == sorted(rates[: peak + 1]) and rates[peak:] == sorted(rates[peak:], reverse=True)
+    step = hovernet_lr_scheduler(torch.optim.Adam([parameter], lr=0.01), "step", 10, 5, frozen_epochs=0, lr_step=2)
+    assert isinstance(step, torch.optim.lr_scheduler.LambdaLR) and step.lr_lambdas[0](2) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="unknown lr_schedule 'cosine'"):
+        hovernet_lr_scheduler(optimizer, "cosine", 1, 1)
+    with pytest.raises(ValueError, match="at least one iteration"):
+        hovernet_lr_scheduler(optimizer, "onecycle", 0, 5)
 
 
 def test_select_tiles_by_name_and_centre_crop():

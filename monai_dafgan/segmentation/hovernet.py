@@ -68,6 +68,7 @@ __all__ = [
     "TwoStageStepLR",
     "hovernet_encoder_parameters",
     "hovernet_inferer",
+    "hovernet_lr_scheduler",
     "hovernet_postprocess",
     "hovernet_train_transforms",
     "HoVerNetNucleid",
@@ -138,6 +139,7 @@ def hovernet_train_transforms(patch_size: int = 256, out_size: int = 164, augmen
             RandAffined(
                 keys=_SAMPLE_KEYS,
                 prob=1.0,
+                spatial_size=patch,
                 rotate_range=(np.pi,),
                 scale_range=((-0.2, 0.2), (-0.2, 0.2)),
                 shear_range=((-0.05, 0.05), (-0.05, 0.05)),
@@ -207,6 +209,40 @@ class TwoStageStepLR:
     def __call__(self, epoch: int) -> float:
         start = self.frozen_epochs if epoch >= self.frozen_epochs else 0
         return self.gamma ** ((epoch - start) // self.step_size)
+
+
+def hovernet_lr_scheduler(
+    optimizer: torch.optim.Optimizer,
+    schedule: str,
+    epochs: int,
+    iterations_per_epoch: int,
+    frozen_epochs: int = 0,
+    lr_step: int = 25,
+    warmup_fraction: float = 0.15,
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """The HoVer-Net bundle's learning-rate schedule, by name.
+
+    Args:
+        optimizer: its learning rate is the peak (``onecycle``) or the start of each stage (``step``).
+        schedule: ``step``: :class:`TwoStageStepLR` (stepped per epoch, the model zoo's); ``onecycle``: torch's
+            ``OneCycleLR`` over ``epochs * iterations_per_epoch`` iterations (stepped per iteration), warm-up over
+            ``warmup_fraction`` of them, cosine decay after.
+        epochs, iterations_per_epoch: the run's length.
+        frozen_epochs, lr_step: of :class:`TwoStageStepLR`.
+        warmup_fraction: of ``onecycle``.
+
+    Raises:
+        ValueError: an unknown schedule, or a run without iterations.
+    """
+    if schedule == "step":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, TwoStageStepLR(frozen_epochs, lr_step))
+    if schedule == "onecycle":
+        total = int(epochs) * int(iterations_per_epoch)
+        if total < 1:
+            raise ValueError(f"onecycle needs at least one iteration, got {epochs=} x {iterations_per_epoch=}.")
+        peaks = [group["lr"] for group in optimizer.param_groups]
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=peaks, total_steps=total, pct_start=warmup_fraction)
+    raise ValueError(f"unknown lr_schedule {schedule!r}; choose step or onecycle.")
 
 
 class _HoVerNetInferer(SlidingWindowHoVerNetInferer):
