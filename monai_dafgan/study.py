@@ -68,8 +68,8 @@ __all__ = [
 GENERATOR_BUNDLES = ("dafgan_points2mask", "dafgan_mask2image")
 _PROTOCOL_KEYS = {
     "dataset_dir", "split", "holdout", "train_tiles", "evaluation", "seeds", "device", "environment",
-    "baseline_condition", "conditions", "generators", "synthesis", "hovernet", "checkpoint", "results_dir",
-    "keep_weights",
+    "baseline_condition", "conditions", "generators", "synthesis", "hovernet", "postprocess", "checkpoint",
+    "results_dir", "keep_weights",
 }
 _EVALUATION_KEYS = {"name", "dataset_dir", "split", "tiles", "center_crop", "image_dir", "label_dir"}
 _CONDITION_KEYS = {"baseline", "synthesis_bundle"}
@@ -137,7 +137,8 @@ def load_protocol(path: str | os.PathLike, **overrides: Any) -> dict:
     generators), ``generators`` (overrides of both generator bundles' train config, plus optional
     ``points2mask``/``mask2image`` mappings for one of them), ``synthesis`` (overrides of the synthesis bundle
     config), ``hovernet`` (overrides of the HoVer-Net train config; its ``synthetic_ratio`` applies to the synthetic
-    conditions), ``checkpoint`` (``model.pt``: final weights, or ``best_model.pt``: best on the validation tiles,
+    conditions), ``postprocess`` (overrides of the evaluate config's post-processing, e.g. ``keep_unmarked``; part
+    of each evaluation set's key), ``checkpoint`` (``model.pt``: final weights, or ``best_model.pt``: best on the validation tiles,
     which must then not be the evaluated tiles), ``results_dir`` (run records; default ``<out>/records``),
     ``keep_weights`` (a folder where each run's weights are kept as ``<key>.pt``; default none).
 
@@ -157,7 +158,7 @@ def load_protocol(path: str | os.PathLike, **overrides: Any) -> dict:
     protocol.setdefault("evaluation", {"split": protocol["split"], "tiles": "holdout"})
     protocol.setdefault("baseline_condition", "real")
     protocol.setdefault("checkpoint", "model.pt")
-    for key in ("generators", "synthesis", "hovernet", "environment"):
+    for key in ("generators", "synthesis", "hovernet", "postprocess", "environment"):
         protocol[key] = dict(protocol.get(key) or {})
     conditions = protocol.get("conditions") or {}
     if protocol["baseline_condition"] not in conditions:
@@ -293,7 +294,9 @@ def run_study(protocol: Mapping, out: str | os.PathLike) -> dict:
     training_data = files_fingerprint([item for item in split_files if item["name"] not in set(holdout)])
     sets = evaluation_sets(protocol)
     set_keys = {
-        s["name"]: config_key({"data": files_fingerprint(_set_files(s)), "center_crop": s["center_crop"]}) for s in sets
+        s["name"]: config_key({
+            "data": files_fingerprint(_set_files(s)), "center_crop": s["center_crop"], "postprocess": protocol["postprocess"],
+        }) for s in sets  # fmt: skip
     }
     conditions = {name: dict(spec) if spec else None for name, spec in protocol["conditions"].items()}
     segmentation_code = code_fingerprint([*_SEGMENTATION_CODE, bundles / "hovernet_consep_synthetic" / "configs"])
@@ -378,6 +381,7 @@ def run_study(protocol: Mapping, out: str | os.PathLike) -> dict:
                     overrides = {
                         "bundle_root": str(root), "output_dir": str(eval_dir), "condition": name,
                         "ckpt_path": str(weights), "tiles": s["tiles"], "center_crop": s["center_crop"],
+                        **protocol["postprocess"],
                         **({"image_dir": s["image_dir"], "label_dir": s["label_dir"]} if s["image_dir"] is not None
                            else {"dataset_dir": str(Path(s["dataset_dir"]).resolve()), "split": s["split"]}),
                         # the evaluated network must be built as it was trained

@@ -192,6 +192,33 @@ def test_postprocess_finds_separated_nuclei():
     assert set(np.unique(types[inst > 0]).tolist()) == {3}
 
 
+def test_postprocess_keep_unmarked_keeps_what_the_marker_step_misses():
+    """A nucleus whose HV maps are noise gets no marker: HoVer-Net's rule drops it, keep_unmarked keeps it whole,
+    and the well-marked nuclei come out the same either way."""
+    size = 80
+    yy, xx = np.mgrid[:size, :size]
+    fg = np.zeros((size, size), bool)
+    hv = np.zeros((2, size, size), np.float32)
+    for r, c in [(16, 16), (44, 40)]:
+        disk = (yy - r) ** 2 + (xx - c) ** 2 <= 8**2
+        fg |= disk
+        hv[0][disk], hv[1][disk] = ((xx - c) / 8.0)[disk], ((yy - r) / 8.0)[disk]
+    noisy = (yy - 66) ** 2 + (xx - 66) ** 2 <= 7**2
+    fg |= noisy
+    checker = np.where((yy + xx) % 2 == 0, 1.0, -1.0).astype(np.float32)
+    hv[0][noisy], hv[1][noisy] = checker[noisy], -checker[noisy]
+    outputs = {
+        "nucleus_prediction": torch.as_tensor(np.stack([~fg, fg]).astype(np.float32) * 10.0),
+        "horizontal_vertical": torch.as_tensor(hv),
+        "type_prediction": torch.zeros(5, size, size).index_fill_(0, torch.tensor([2]), 10.0),
+    }
+    dropped, _ = hovernet_postprocess(outputs)
+    kept, types = hovernet_postprocess(outputs, keep_unmarked=True)
+    assert dropped.max() == 2 and not dropped[noisy].any()
+    assert kept.max() == 3 and len(np.unique(kept[noisy])) == 1 and (kept[noisy] > 0).all()
+    assert ((kept > 0) & ~noisy).sum() == (dropped > 0).sum() and set(np.unique(types[kept > 0]).tolist()) == {2}
+
+
 def _perfect(network, image, device):
     return network[id(image)]
 

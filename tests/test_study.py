@@ -23,6 +23,7 @@ MICRO = {
     "generators": {"preset": "small", "epochs": 1, "decay_epochs": 0, "window": 128, "patch_size": 64,
                    "num_workers": 0, "log_enabled": False},
     "synthesis": {"min_area": 5},
+    "postprocess": {"keep_unmarked": True},
     "hovernet": {"epochs": 1, "frozen_epochs": 1, "num_train_patches": 1, "batch_size": 1, "synthetic_ratio": 1.0,
                  "synthetic_size": 64, "val_interval": 0, "num_workers": 0},
 }
@@ -54,6 +55,7 @@ def test_study_trains_evaluates_and_reports(study):
     assert "baseline: false  #" in daff and "baseline: true  #" in pix2pixhd and "min_area: 5  #" in daff
     assert "--synthesis_bundle" in (out / "logs" / "real_daff_gan_seed0_train.log").read_text()
     assert "--synthetic_ratio 0.0" in (out / "logs" / "real_seed0_train.log").read_text()
+    assert "--keep_unmarked True" in (out / "logs" / "real_seed0_evaluate_holdout.log").read_text()
     for condition in ("real", "real_pix2pixhd", "real_daff_gan"):
         metrics = json.loads((out / "hovernet" / condition / "seed0" / "eval" / "holdout" / "metrics.json").read_text())
         assert metrics["num_tiles"] == 1 and 0.0 <= metrics["aggregate"]["pq"] <= 1.0
@@ -151,12 +153,22 @@ def test_protocol_checks(tmp_path):
         load_protocol(path)
 
 
-def test_shipped_protocols_load():
-    configs = Path(__file__).resolve().parents[1] / "configs" / "table1"
-    for name in ("reduced.yaml", "full.yaml"):
-        protocol = load_protocol(configs / name)
+def test_shipped_protocols_load_and_name_real_config_keys():
+    """A misspelt override would be silently added to a bundle config and do nothing: every key must exist."""
+    repo = Path(__file__).resolve().parents[1]
+    configs = {name: yaml.safe_load((repo / "bundles" / bundle / "configs" / config).read_text()) for name, bundle, config in (
+        ("hovernet", "hovernet_consep_synthetic", "train.yaml"), ("postprocess", "hovernet_consep_synthetic", "evaluate.yaml"),
+        ("points2mask", "dafgan_points2mask", "train.yaml"), ("mask2image", "dafgan_mask2image", "train.yaml"),
+        ("synthesis", "dafgan_nuclei_synthesis", "inference.yaml"),
+    )}  # fmt: skip
+    for name in ("reduced.yaml", "full.yaml", "cpu.yaml"):
+        protocol = load_protocol(repo / "configs" / "table1" / name)
         assert set(protocol["conditions"]) == {"real", "real+pix2pixHD", "real+DAFF-GAN"}, name
         assert len(protocol["seeds"]) >= 2, name
+        for section in ("hovernet", "postprocess", "synthesis"):
+            assert set(protocol[section]) <= set(configs[section]), (name, section)
+        generators = {k: v for k, v in protocol["generators"].items() if k not in ("points2mask", "mask2image")}
+        assert set(generators) <= set(configs["points2mask"]) & set(configs["mask2image"]), name
 
 
 def test_set_config_values_keeps_comments(tmp_path):

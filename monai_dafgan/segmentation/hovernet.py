@@ -318,12 +318,33 @@ def infer_tile(
     return {str(getattr(k, "value", k)): v[0].detach().float().cpu() for k, v in outputs.items()}
 
 
+class _KeepUnmarkedComponents:
+    """Wraps a marker step: every connected component of the watershed mask that got no marker becomes a marker
+    of its own (whole), so the watershed keeps it as one instance instead of dropping it."""
+
+    def __init__(self, generate_markers: Callable):
+        self.generate_markers = generate_markers
+
+    def __call__(self, mask, instance_border):
+        markers = convert_to_numpy(self.generate_markers(mask, instance_border))
+        components = connected_components(convert_to_numpy(mask).reshape(markers.shape[-2:]) > 0, connectivity=1)
+        components = components.reshape(markers.shape)
+        marked = np.unique(components[markers > 0])
+        unmarked = (components > 0) & ~np.isin(components, marked)
+        if unmarked.any():
+            _, new_ids = np.unique(components[unmarked], return_inverse=True)
+            markers = markers.copy()
+            markers[unmarked] = markers.max() + 1 + new_ids.reshape(-1)
+        return markers
+
+
 def hovernet_postprocess(
     outputs: Mapping[str, torch.Tensor],
     sobel_kernel_size: int = 21,
     marker_threshold: float = 0.4,
     marker_radius: int = 2,
     min_object_size: int = 10,
+    keep_unmarked: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Instance and type maps from HoVer-Net outputs of one image (MONAI's pathology post-processing).
 
@@ -332,6 +353,10 @@ def hovernet_postprocess(
             logits of one image (no batch dimension).
         sobel_kernel_size, marker_threshold, marker_radius, min_object_size: of
             ``HoVerNetInstanceMapPostProcessing``; defaults are the bundle's inference settings.
+        keep_unmarked: HoVer-Net's watershed drops every foreground component in which the marker step (HV-map
+            energy below ``marker_threshold``) found no marker; with True each such component is kept as one
+            instance. It changes nothing where every nucleus has a marker, and keeps the nuclei a network whose HV
+            maps are still weak (short training) finds but cannot split. Default False: HoVer-Net's published rule.
 
     Returns:
         ``(inst_map, type_map)``: (H, W) int32 arrays, instance ids 1..K (0 background), types 0..C-1 per instance.
@@ -348,6 +373,8 @@ def hovernet_postprocess(
         marker_radius=marker_radius,
         min_object_size=min_object_size,
     )
+    if keep_unmarked:
+        instance_post.generate_watershed_markers = _KeepUnmarkedComponents(instance_post.generate_watershed_markers)
     type_post = HoVerNetNuclearTypePostProcessing()
     with warnings.catch_warnings():
         # MONAI 1.6.1 calls skimage's remove_small_objects with its deprecated min_size; the result is unchanged
