@@ -172,7 +172,9 @@ def recovery(samples: list[dict]) -> dict[str, dict[str, float]]:
 
 
 # ---------------------------------------------------------------------------------------------- rows
-def segmentation_consistency(network: torch.nn.Module, samples: list[dict], device: str) -> dict[str, float]:
+def segmentation_consistency(
+    network: torch.nn.Module, samples: list[dict], device: str, keep_unmarked: bool = False
+) -> dict[str, float]:
     """Scores of a HoVer-Net on the centre of 256x256 patches it predicts (one window each; see module docstring)."""
     network.eval()
     with torch.no_grad():
@@ -185,7 +187,7 @@ def segmentation_consistency(network: torch.nn.Module, samples: list[dict], devi
         image = torch.as_tensor(np.asarray(sample["image"], np.float32) / 255.0)[None].to(device)
         with torch.no_grad():
             outputs = {k: v[0].float().cpu() for k, v in network(image).items()}
-        inst, types = hovernet_postprocess(outputs)
+        inst, types = hovernet_postprocess(outputs, keep_unmarked=keep_unmarked)
         true_inst = np.asarray(sample["label_inst"])[0, centre, centre]
         true_type = np.asarray(sample["label_type"])[0, centre, centre]
         pred = torch.as_tensor(np.stack([inst, types]).astype(np.int64))[None]
@@ -336,6 +338,10 @@ def main() -> int:
     parser.add_argument("--segmenter", type=Path, default=None, help="HoVer-Net weights trained on real data only")
     parser.add_argument("--segmenter-note", default="", help="how the segmenter was trained, for the report")
     parser.add_argument("--num-segmented", type=int, default=50, help="patches per source the segmenter predicts")
+    parser.add_argument(
+        "--keep-unmarked", action="store_true",
+        help="post-processing keeps foreground components without a marker (as the segmenter was evaluated)",
+    )  # fmt: skip
     args = parser.parse_args()
     root = os.environ.get("CONSEP_DIR")
     if not root:
@@ -424,8 +430,11 @@ def main() -> int:
         segmentation = {
             "weights": {"path": str(args.segmenter), "sha256": _sha256(args.segmenter), "note": args.segmenter_note},
             "num_patches": args.num_segmented,
+            "keep_unmarked": args.keep_unmarked,
             "scores": {
-                source: segmentation_consistency(network, samples[source][: args.num_segmented], args.device)
+                source: segmentation_consistency(
+                    network, samples[source][: args.num_segmented], args.device, args.keep_unmarked
+                )
                 for source in ("synthetic", "heldout", "library")
             },
         }

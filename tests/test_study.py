@@ -161,7 +161,7 @@ def test_shipped_protocols_load_and_name_real_config_keys():
         ("points2mask", "dafgan_points2mask", "train.yaml"), ("mask2image", "dafgan_mask2image", "train.yaml"),
         ("synthesis", "dafgan_nuclei_synthesis", "inference.yaml"),
     )}  # fmt: skip
-    for name in ("reduced.yaml", "full.yaml", "cpu.yaml"):
+    for name in ("reduced.yaml", "full.yaml", "cpu.yaml", "cpu_low_label.yaml"):
         protocol = load_protocol(repo / "configs" / "table1" / name)
         assert set(protocol["conditions"]) == {"real", "real+pix2pixHD", "real+DAFF-GAN"}, name
         assert len(protocol["seeds"]) >= 2, name
