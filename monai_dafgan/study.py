@@ -277,7 +277,8 @@ def _set_files(evaluation: Mapping) -> list[dict]:
     return files
 
 
-def _weights_bundle(path: Path) -> list[Path]:
+def _bundle_files(path: Path) -> list[Path]:
+    """A bundle's weights and configs: what decides the synthetic samples of a ready synthesis bundle."""
     return sorted(p for p in path.rglob("*") if p.suffix in (".pt", ".npz", ".yaml", ".json") and p.is_file())
 
 
@@ -302,46 +303,53 @@ def run_study(protocol: Mapping, out: str | os.PathLike) -> dict:
     segmentation_code = code_fingerprint([*_SEGMENTATION_CODE, bundles / "hovernet_consep_synthetic" / "configs"])
     started = time.perf_counter()
 
-    # synthetic data: what a condition's samples come from, and its part of the run configuration
+    # synthetic data: what a condition's samples come from, and its part of the run configuration. Ready bundles
+    # are copied now (their weights are part of the key); generators are trained only when a run needs them, so a
+    # study whose records are complete trains nothing
     synthesis_bundles: dict[str, Path] = {}
     synthesis_configs: dict[str, dict] = {}
-    library = None
-    synthetic = {name: spec for name, spec in conditions.items() if spec is not None}
-    if synthetic:
-        print("generators and synthesis bundles")
-    for name, spec in synthetic.items():
+    synthesis_code = code_fingerprint([
+        *_SYNTHESIS_CODE, *(bundles / b / "configs" for b in GENERATOR_BUNDLES), bundles / "dafgan_nuclei_synthesis" / "configs",
+    ])  # fmt: skip
+    for name, spec in conditions.items():
+        if spec is None:
+            continue
         baseline = bool(spec.get("baseline", False))
         ready = spec.get("synthesis_bundle")
         if ready is not None:
             source = shipped_synthesis_bundle() if ready == "shipped" else Path(ready).resolve()
             synthesis = _ready_synthesis(source, out / "synthesis" / _slug(name), baseline, protocol["synthesis"])
             synthesis_configs[name] = {
-                "baseline": baseline, "synthesis": protocol["synthesis"],
-                "weights": code_fingerprint(_weights_bundle(synthesis)),
-            }
+                "baseline": baseline, "synthesis": protocol["synthesis"], "weights": code_fingerprint(_bundle_files(synthesis)),
+            }  # fmt: skip
+            synthesis_bundles[name] = synthesis
         else:
-            synthesis = out / "synthesis" / _slug(name)
-            roots = {}
-            for generator in GENERATOR_BUNDLES:
-                root = roots[generator] = out / "generators" / _slug(name) / generator
-                if not (root / "models" / "model.pt").is_file():
-                    overrides = {"bundle_root": str(root), **data, "holdout": holdout, "baseline": baseline,
-                                 **_generators(protocol, generator)}
-                    runner.bundle(f"{_slug(name)}_{generator}", bundles / generator, "training", "train.yaml", overrides)
-            if library is None:
-                library = library_from_folder(data["dataset_dir"], data["split"], holdout)
-            g1 = point_map_settings(bundles / "dafgan_points2mask", _generators(protocol, "dafgan_points2mask"))
-            assemble_synthesis_bundle(
-                synthesis, roots["dafgan_points2mask"], roots["dafgan_mask2image"], library, **g1, fp16=False,
-                template=bundles / "dafgan_nuclei_synthesis",
-            )  # fmt: skip
-            set_config_values(synthesis / "configs" / "inference.yaml", {"baseline": baseline, **protocol["synthesis"]})
             synthesis_configs[name] = {
                 "baseline": baseline, "generators": protocol["generators"], "synthesis": protocol["synthesis"],
-                "code": code_fingerprint([*_SYNTHESIS_CODE, *(bundles / b / "configs" for b in GENERATOR_BUNDLES),
-                                          bundles / "dafgan_nuclei_synthesis" / "configs"]),
-            }
+                "code": synthesis_code,
+            }  # fmt: skip
+
+    def synthesis_bundle(name: str) -> Path:
+        """The condition's synthesis bundle, its generators trained and assembled on first use."""
+        if name in synthesis_bundles:
+            return synthesis_bundles[name]
+        baseline = synthesis_configs[name]["baseline"]
+        synthesis, roots = out / "synthesis" / _slug(name), {}
+        for generator in GENERATOR_BUNDLES:
+            root = roots[generator] = out / "generators" / _slug(name) / generator
+            if not (root / "models" / "model.pt").is_file():
+                overrides = {"bundle_root": str(root), **data, "holdout": holdout, "baseline": baseline,
+                             **_generators(protocol, generator)}  # fmt: skip
+                runner.bundle(f"{_slug(name)}_{generator}", bundles / generator, "training", "train.yaml", overrides)
+        library = library_from_folder(data["dataset_dir"], data["split"], holdout)
+        g1 = point_map_settings(bundles / "dafgan_points2mask", _generators(protocol, "dafgan_points2mask"))
+        assemble_synthesis_bundle(
+            synthesis, roots["dafgan_points2mask"], roots["dafgan_mask2image"], library, **g1, fp16=False,
+            template=bundles / "dafgan_nuclei_synthesis",
+        )  # fmt: skip
+        set_config_values(synthesis / "configs" / "inference.yaml", {"baseline": baseline, **protocol["synthesis"]})
         synthesis_bundles[name] = synthesis
+        return synthesis
 
     print("HoVer-Net runs")
     results: dict[str, dict[str, list[dict]]] = {s["name"]: {} for s in sets}
@@ -368,7 +376,7 @@ def run_study(protocol: Mapping, out: str | os.PathLike) -> dict:
                     if spec is None:
                         overrides["synthetic_ratio"] = 0.0
                     else:
-                        overrides["synthesis_bundle"] = str(synthesis_bundles[name])
+                        overrides["synthesis_bundle"] = str(synthesis_bundle(name))
                     record["train_minutes"] = round(runner.bundle(
                         f"{step}_train", bundles / "hovernet_consep_synthetic", "training", "train.yaml", overrides), 2)
                     atomic_write(root / "run_key.txt", lambda f: f.write(key.encode()))
