@@ -219,6 +219,27 @@ def test_postprocess_keep_unmarked_keeps_what_the_marker_step_misses():
     assert ((kept > 0) & ~noisy).sum() == (dropped > 0).sum() and set(np.unique(types[kept > 0]).tolist()) == {2}
 
 
+@pytest.mark.parametrize("keep_unmarked", [False, True])
+def test_postprocess_drops_one_pixel_thick_slivers(keep_unmarked):
+    """MONAI's contour step raises IndexError on an instance one pixel thick (seen on whole CoNSeP tiles with a
+    network early in training); such slivers are dropped and the nucleus beside them is kept."""
+    size = 40
+    yy, xx = np.mgrid[:size, :size]
+    fg = np.zeros((size, size), bool)
+    fg[10, 5:25] = True
+    disk = (yy - 28) ** 2 + (xx - 28) ** 2 <= 6**2
+    fg |= disk
+    hv = np.zeros((2, size, size), np.float32)
+    hv[0][disk], hv[1][disk] = ((xx - 28) / 6.0)[disk], ((yy - 28) / 6.0)[disk]
+    outputs = {
+        "nucleus_prediction": torch.as_tensor(np.stack([~fg, fg]).astype(np.float32) * 10.0),
+        "horizontal_vertical": torch.as_tensor(hv),
+        "type_prediction": torch.zeros(5, size, size),
+    }
+    inst, _ = hovernet_postprocess(outputs, keep_unmarked=keep_unmarked)
+    assert inst.max() == 1 and not inst[10].any() and (inst[disk] == 1).mean() > 0.9
+
+
 def _perfect(network, image, device):
     return network[id(image)]
 

@@ -54,7 +54,8 @@ from monai.transforms import (
     ScaleIntensityRanged,
     SpatialPadd,
 )
-from monai.utils import HoVerNetBranch, convert_to_numpy
+from monai.utils import HoVerNetBranch, convert_to_dst_type, convert_to_numpy
+from scipy import ndimage
 from skimage.measure import label as connected_components
 
 from monai_dafgan.data.instances import relabel_sequential
@@ -338,6 +339,28 @@ class _KeepUnmarkedComponents:
         return markers
 
 
+class _DropSlivers:
+    """Wraps the watershed step: instances one pixel thick (bounding box of height or width 1) are removed. They are
+    slivers, not nuclei, and MONAI's contour step (``skimage.measure.find_contours`` on the squeezed mask) raises an
+    IndexError on them, which would stop a whole-tile evaluation."""
+
+    def __init__(self, watershed: Callable):
+        self.watershed = watershed
+
+    def __call__(self, *args, **kwargs):
+        instances = self.watershed(*args, **kwargs)
+        plane = convert_to_numpy(instances).reshape(instances.shape[-2:])
+        slivers = [
+            index + 1
+            for index, box in enumerate(ndimage.find_objects(plane))
+            if box is not None and (box[0].stop - box[0].start == 1 or box[1].stop - box[1].start == 1)
+        ]
+        if not slivers:
+            return instances
+        plane = np.where(np.isin(plane, slivers), 0, plane)
+        return convert_to_dst_type(plane.reshape(instances.shape), instances)[0]
+
+
 def hovernet_postprocess(
     outputs: Mapping[str, torch.Tensor],
     sobel_kernel_size: int = 21,
@@ -361,6 +384,7 @@ def hovernet_postprocess(
     Returns:
         ``(inst_map, type_map)``: (H, W) int32 arrays, instance ids 1..K (0 background), types 0..C-1 per instance.
         An image where no pixel's nucleus logit wins gives two all-zero maps without running the watershed.
+        Instances one pixel thick are dropped (MONAI's contour step cannot take them).
     """
     nuclear = torch.as_tensor(outputs[HoVerNetBranch.NP.value])
     if not bool((nuclear.argmax(0) > 0).any()):
@@ -375,6 +399,7 @@ def hovernet_postprocess(
     )
     if keep_unmarked:
         instance_post.generate_watershed_markers = _KeepUnmarkedComponents(instance_post.generate_watershed_markers)
+    instance_post.watershed = _DropSlivers(instance_post.watershed)
     type_post = HoVerNetNuclearTypePostProcessing()
     with warnings.catch_warnings():
         # MONAI 1.6.1 calls skimage's remove_small_objects with its deprecated min_size; the result is unchanged
