@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from monai.data import DataLoader
 
+from monai_dafgan.data import LabelsToPointsd
 from monai_dafgan.data.io import LabelFile, make_sample
 from monai_dafgan.points import (
     CentroidLibrary,
@@ -101,7 +102,7 @@ def test_points_to_mapd_takes_size_from_reference_or_spatial_size():
     inst = np.zeros((12, 14), np.int64)
     inst[2:5, 3:6] = 1
     sample = make_sample(np.zeros((12, 14, 3), np.uint8), LabelFile(inst, inst_type=np.array([3])))
-    out = PointsToMapd()(sample)
+    out = PointsToMapd()(LabelsToPointsd()(sample))
     assert out["point_map"].shape == (5, 12, 14) and out["point_markers"][0, 3, 4] == 1
     out = PointsToMapd()({"points": np.array([[1, 1, 2]], np.float32), "spatial_size": (6, 7)})
     assert out["point_map"].shape == (5, 6, 7)

@@ -12,6 +12,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from ..data.instances import instance_ellipses
+from ..data.io import sample_points
 from ..data.types import NUM_TYPES
 from .shapes import NucleusShapes
 
@@ -108,7 +109,7 @@ class CentroidLibrary:
     def from_samples(cls, samples: Iterable[Mapping]) -> CentroidLibrary:
         """Build from samples of the data contract (e.g. :func:`monai_dafgan.data.load_consep`)."""
         samples = list(samples)
-        points = [np.asarray(s["points"]).reshape(-1, 3) for s in samples]
+        points = [sample_points(s) for s in samples]
         inst = [np.asarray(s["label_inst"]).reshape(np.asarray(s["label_inst"]).shape[-2:]) for s in samples]
         return cls(
             points,

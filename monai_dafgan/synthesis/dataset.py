@@ -39,9 +39,10 @@ class SyntheticNucleiDataset(Dataset):
     """Synthetic nuclei samples made on demand by a :class:`NucleiSynthesizer`, as a map-style MONAI dataset.
 
     Item ``i`` is ``synthesizer.synthesize_one(point set i)``: a sample with exactly the keys of a real sample
-    (``image`` (3, H, W) float32 0..255, ``label_inst`` and ``label_type`` (1, H, W) int32, ``points`` (K, 3)
-    float32, ``name``) plus ``synthetic: True``, so a transform chain written for real data applies unchanged.
-    ``transform`` is applied last.
+    (``image`` (3, H, W) float32 0..255, ``label_inst`` and ``label_type`` (1, H, W) int32, as ``MetaTensor`` s,
+    and ``name``), so a transform chain written for real data applies unchanged and MONAI's default collate and
+    ``decollate_batch`` work. ``transform`` is applied last. To batch it with real samples, both must have the same
+    spatial size (e.g. crops of real tiles of ``spatial_size``).
 
     Determinism: item ``i`` is a pure function of (``seed``, ``i``), identical across runs, DataLoader worker counts
     and processes. The point set comes from ``PointSetDataset(library, num_samples, spatial_size, seed)[i]`` (or

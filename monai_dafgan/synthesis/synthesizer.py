@@ -47,6 +47,7 @@ from monai.bundle import ConfigParser
 from torch import nn
 
 from ..data.conditions import mask_condition, unit_range_to_image
+from ..data.io import contract_sample
 from ..data.pairs import POINT_ENCODINGS
 from ..data.types import NUM_TYPES
 from ..points.encoding import DEFAULT_RADIUS, points_to_maps, validate_points
@@ -427,16 +428,18 @@ class NucleiSynthesizer:
             point_sets: (K, 3) arrays of (row, col, type), types 1..T, inside the ``spatial_size`` window.
             spatial_size: int or (H, W).
             names: one name per point set (default ``synthetic_<i>``).
-            return_intermediates: also return ``point_map`` (T+1, H, W), ``point_markers`` (1, H, W),
+            return_intermediates: also return ``points`` (K', 3) (the kept nuclei's centroids),
+                ``point_map`` (T+1, H, W), ``point_markers`` (1, H, W),
                 ``probabilities`` (T+1, H, W) (G1's softmax), ``requested_points`` (K, 3) and ``kept`` (K,) bool,
                 for preview grids (point map | mask | image) and diagnostics.
             shapes: with the ellipse encoding, one (K, 3) ``(major, minor, orientation)`` array (or None: drawn
                 from ``nucleus_shapes``) per point set.
 
         Returns:
-            one sample per point set, in order: ``image`` (3, H, W) float32 0..255, ``label_inst`` and ``label_type``
-            (1, H, W) int32, ``points`` (K', 3) float32 (K' <= K: points whose nucleus G1 did not draw are dropped),
-            ``synthetic`` True and ``name``. Each passes :func:`monai_dafgan.data.check_sample`.
+            one sample per point set, in order, with exactly the keys of a real sample (the data contract,
+            :mod:`monai_dafgan.data.io`): ``image`` (3, H, W) float32 0..255, ``label_inst`` and ``label_type``
+            (1, H, W) int32 as ``MetaTensor`` s, and ``name``. Each passes :func:`monai_dafgan.data.check_sample`.
+            Its nuclei are the requested points whose nucleus G1 drew (K' <= K; ``sample_points`` gives them).
 
         Raises:
             ValueError: a spatial size the generators cannot take, or a point set outside the window or with
@@ -461,16 +464,10 @@ class NucleiSynthesizer:
             labels = self.recover(probabilities, markers, requested)
             images = self.render_images(labels)
             for i, (label, image) in enumerate(zip(labels, images)):
-                sample = {
-                    "image": image,
-                    "label_inst": label["label_inst"],
-                    "label_type": label["label_type"],
-                    "points": label["points"],
-                    "synthetic": True,
-                    "name": names[start + i],
-                }
+                sample = contract_sample(image, label["label_inst"], label["label_type"], names[start + i])
                 if return_intermediates:
                     sample.update(
+                        points=label["points"],
                         point_map=point_maps[i],
                         point_markers=markers[i],
                         probabilities=probabilities[i],
