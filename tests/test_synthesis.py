@@ -21,7 +21,13 @@ from monai.transforms import Compose, RandFlipd, RandGaussianNoised
 from monai_dafgan.data import check_sample, make_toy_sample, sample_points
 from monai_dafgan.networks import DAFFGenerator
 from monai_dafgan.points import CentroidLibrary, points_to_maps
-from monai_dafgan.synthesis import NucleiSynthesizer, SyntheticNucleiDataset, network_channels, recover_instances
+from monai_dafgan.synthesis import (
+    NucleiSynthesizer,
+    SyntheticNucleiDataset,
+    WeightMismatchError,
+    network_channels,
+    recover_instances,
+)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -247,7 +253,7 @@ def test_from_bundles_builds_the_inference_networks(generator_bundles, library):
     assert synthesizer.points_to_mask.config["out_channels"] == 5 and synthesizer.radius == 2
     assert synthesizer.point_encoding == "ellipse"
     check_sample(synthesizer.synthesize_one(np.array([[10, 12, 3]], np.float32), 32))
-    with pytest.raises(ValueError, match="does not fit the network.*overrides"):
+    with pytest.raises(WeightMismatchError, match=r"holds .* generators with baseline=False, but the config asks for .*baseline True\. Pass overrides="):
         NucleiSynthesizer.from_bundles(*generator_bundles, device="cpu", overrides={"baseline": True}, nucleus_shapes=library.nucleus_shapes)
 
 

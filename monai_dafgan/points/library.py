@@ -126,8 +126,10 @@ class CentroidLibrary:
         return sum(len(p) for p in self.points)
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write to a ``.npz`` file (positions, types, nucleus shapes, tile sizes and names; no images)."""
+        """Write to a ``.npz`` file (positions, types, nucleus shapes, tile sizes and names; no images), creating
+        its folder."""
         extra = {} if self.shapes is None else {"shapes": np.concatenate(self.shapes)}
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(
             path,
             points=np.concatenate(self.points),

@@ -53,13 +53,14 @@ from ..data.types import NUM_TYPES
 from ..points.encoding import DEFAULT_RADIUS, points_to_maps, validate_points
 from ..points.library import CentroidLibrary
 from ..points.shapes import NucleusShapes
-from .bundle import CENTROID_LIBRARY, synthesis_weight_files
+from .bundle import CENTROID_LIBRARY, generator_settings, synthesis_weight_files
 from .instances import DEFAULT_MIN_AREA, recover_instances
 
 __all__ = [
     "MASK_TO_IMAGE_WEIGHTS",
     "POINTS_TO_MASK_WEIGHTS",
     "NucleiSynthesizer",
+    "WeightMismatchError",
     "load_bundle_network",
     "network_channels",
     "resolve_device",
@@ -126,8 +127,49 @@ def _bundle_parser(bundle: Path, config_file: str, overrides: Mapping[str, Any] 
     return parser
 
 
+class WeightMismatchError(ValueError):
+    """Trained weights that do not fit the network a bundle config builds, in a few lines: what the weights are
+    (preset, baseline; read off their shapes) and what the config asked for.
+
+    Attributes:
+        weights: the weight file.
+        found: ``{"preset", "baseline"}`` of the weights, or None when they fit no preset.
+        configured: the config's ``{"preset", "baseline"}`` (values it does not set are None).
+    """
+
+    def __init__(self, weights: Path, key: str, found: dict | None, configured: dict, details: str):
+        self.weights, self.key, self.found, self.configured, self.details = Path(weights), key, found, configured, details
+        super().__init__(self.describe(_override_hint))
+
+    def describe(self, hint) -> str:
+        """The message, with ``hint({"preset": ..., "baseline": ...})`` saying how to ask for the weights' settings
+        (as overrides for the Python API, as flags for the command line)."""
+        asked = ", ".join(f"{k} {v!r}" for k, v in self.configured.items() if v is not None) or "its defaults"
+        if self.found is None:
+            return (f"{self.weights} does not fit the network of config key {self.key!r} ({asked}) nor any preset "
+                    f"of DAFFGenerator ({self.details}).")
+        return (f"{self.weights} holds {self.found['preset']!r} generators with baseline={self.found['baseline']}, "
+                f"but the config asks for {asked}. {hint(self.found)}")
+
+
+def _override_hint(found: Mapping) -> str:
+    return f"Pass overrides={{'preset': {found['preset']!r}, 'baseline': {found['baseline']}}}."
+
+
+def _mismatch_summary(network: nn.Module, state: Mapping[str, torch.Tensor]) -> str:
+    """One line about how ``state`` misses ``network``, instead of ``load_state_dict``'s line per parameter."""
+    expected = network.state_dict()
+    missing, unexpected = len(expected.keys() - state.keys()), len(state.keys() - expected.keys())
+    reshaped = sum(1 for k in expected.keys() & state.keys() if expected[k].shape != state[k].shape)
+    return f"{missing} missing, {unexpected} unexpected and {reshaped} differently shaped parameters"
+
+
 def load_bundle_network(parser: ConfigParser, key: str, weights: Path) -> nn.Module:
-    """Build the network of config ``key`` on the CPU and load the plain state dict ``weights`` into it."""
+    """Build the network of config ``key`` on the CPU and load the plain state dict ``weights`` into it.
+
+    Raises:
+        WeightMismatchError: weights of another preset or kind (pix2pixHD baseline or not) than the config's.
+    """
     if key not in parser:
         raise KeyError(f"the bundle config has no key {key!r}.")
     network = parser.get_parsed_content(key, instantiate=True)
@@ -138,11 +180,13 @@ def load_bundle_network(parser: ConfigParser, key: str, weights: Path) -> nn.Mod
         raise ValueError(f"{weights} holds a {type(state).__name__}, expected a plain state dict.")
     try:
         network.load_state_dict(state)
-    except RuntimeError as err:
-        raise ValueError(
-            f"{weights} does not fit the network of config key {key!r}: were the generators trained with other "
-            f"settings (preset, baseline)? Pass them as overrides, e.g. overrides={{'preset': 'paper'}}.\n{err}"
-        ) from err
+    except RuntimeError:
+        try:
+            found = {k: v for k, v in generator_settings(state).items() if k in ("preset", "baseline")}
+        except ValueError:
+            found = None
+        configured = {k: (parser.get_parsed_content(k) if k in parser else None) for k in ("preset", "baseline")}
+        raise WeightMismatchError(weights, key, found, configured, _mismatch_summary(network, state)) from None
     return network
 
 
