@@ -168,7 +168,9 @@ def _cmd_synthesize(args: argparse.Namespace) -> None:
         raise ValueError(err.describe(flags)) from None
     which = "pix2pixHD baseline" if args.baseline else "DAFF-GAN"
     print(f"{which} generators of {bundle}; centroid library: {library}", flush=True)
-    root = write_synthetic_dataset(synthesizer, library, args.num_samples, args.out, args.size, seed=args.seed)
+    root = write_synthetic_dataset(
+        synthesizer, library, args.num_samples, args.out, args.size, seed=args.seed, min_nuclei=args.min_nuclei
+    )
     print(f"wrote {args.num_samples} samples of {args.size}x{args.size} to {root} and a preview to {args.out / 'preview.png'}")
 
 
@@ -304,6 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--holdout", nargs="*", default=[], help="tile names left out of the centroid library")
     synth.add_argument("--size", type=int, default=256, help="sample side in pixels")
     synth.add_argument("--seed", type=int, default=0, help="sample i is a pure function of (seed, i)")
+    synth.add_argument("--min-nuclei", type=int, default=0, help="fewest nuclei requested per sample: point sets "
+                       "with fewer are drawn again (0 keeps empty and one-nucleus samples, as real windows have them)")
     synth.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     synth.add_argument("--preset", default=None, help="preset the generators were trained with (default: the bundle's)")
     synth.add_argument("--batch-size", type=int, default=8, help="samples per generator pass")

@@ -26,6 +26,7 @@ from monai_dafgan.synthesis import (
     SyntheticNucleiDataset,
     WeightMismatchError,
     network_channels,
+    point_set_at,
     recover_instances,
 )
 
@@ -383,3 +384,9 @@ def test_dataset_point_source_as_a_sequence(synthesizer, toy_point_sets):
         SyntheticNucleiDataset(synthesizer, 4, SIZE)
     with pytest.raises(ValueError, match="too small"):
         SyntheticNucleiDataset(synthesizer, 3, 8, point_source=toy_point_sets)
+
+
+def test_dataset_min_nuclei_asks_for_point_sets_that_large(synthesizer, library):
+    dataset = SyntheticNucleiDataset(synthesizer, 6, SIZE, seed=0, point_source=library, min_nuclei=4)
+    assert all(len(point_set_at(dataset.point_source, i)) >= 4 for i in range(6))
+    check_sample(dataset[0])

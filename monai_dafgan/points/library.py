@@ -153,18 +153,20 @@ class CentroidLibrary:
         inside = (p[:, 0] >= top) & (p[:, 0] < top + h) & (p[:, 1] >= left) & (p[:, 1] < left + w)
         return (p[inside] - np.array([top, left, 0], np.float32)).astype(np.float32)
 
-    def random_window(self, rng: np.random.RandomState, size: Sequence[int]) -> tuple[int, int, int]:
-        """A uniformly random window position ``(tile, top, left)`` over all tiles large enough for ``size``."""
+    def random_window(self, rng: np.random.RandomState | np.random.Generator, size: Sequence[int]) -> tuple[int, int, int]:
+        """A uniformly random window position ``(tile, top, left)`` over all tiles large enough for ``size``;
+        ``rng`` is a numpy ``RandomState`` (as MONAI's ``self.R``) or ``Generator`` (``np.random.default_rng``)."""
         h, w = size
+        integer = rng.integers if isinstance(rng, np.random.Generator) else rng.randint
         room = np.array([max(th - h + 1, 0) * max(tw - w + 1, 0) for th, tw in self.sizes], dtype=np.float64)
         if room.sum() == 0:
             raise ValueError(f"no library tile is large enough for a {h}x{w} window (largest {max(self.sizes)}).")
         tile = int(rng.choice(len(room), p=room / room.sum()))
         th, tw = self.sizes[tile]
-        return tile, int(rng.randint(0, th - h + 1)), int(rng.randint(0, tw - w + 1))
+        return tile, int(integer(0, th - h + 1)), int(integer(0, tw - w + 1))
 
-    def random_patch(self, rng: np.random.RandomState, size: Sequence[int]) -> np.ndarray:
-        """The points of a uniformly random library window of ``size``."""
+    def random_patch(self, rng: np.random.RandomState | np.random.Generator, size: Sequence[int]) -> np.ndarray:
+        """The points of a uniformly random library window of ``size`` (``rng``: a ``RandomState`` or ``Generator``)."""
         tile, top, left = self.random_window(rng, size)
         return self.crop(tile, top, left, size)
 

@@ -256,6 +256,8 @@ class SyntheticBatchMixer:
         image_key: the batch key whose first dimension is the batch size.
         num_types: the nucleus types the trained model expects (e.g. 4 for HoVer-Net with 5 classes); a synthesizer
             with another number is refused up front, before any batch. ``None`` skips the check.
+        min_nuclei: with a ``CentroidLibrary``, the fewest points of a requested point set (see
+            :class:`~monai_dafgan.points.PointSetDataset`).
     """
 
     def __init__(
@@ -271,6 +273,7 @@ class SyntheticBatchMixer:
         collate_fn: Callable = list_data_collate,
         image_key: str = "image",
         num_types: int | None = None,
+        min_nuclei: int = 0,
     ):
         if num_types is not None and int(synthesizer.num_types) != int(num_types):
             raise ValueError(
@@ -289,7 +292,7 @@ class SyntheticBatchMixer:
         self.sample_transform, self.prepare_batch = sample_transform, prepare_batch
         self.seed, self.collate_fn, self.image_key = int(seed), collate_fn, image_key
         self.spatial_size = None if spatial_size is None else synthesizer.check_spatial_size(spatial_size)
-        self.num_real_seen, self.num_synthesized = 0, 0
+        self.num_real_seen, self.num_synthesized, self.min_nuclei = 0, 0, int(min_nuclei)
         self._point_streams: dict[tuple[int, int], PointSetDataset] = {}
 
     def state_dict(self) -> dict:
@@ -314,7 +317,7 @@ class SyntheticBatchMixer:
             return point_set_at(self.point_source, index % len(self.point_source))
         if spatial_size not in self._point_streams:
             self._point_streams[spatial_size] = PointSetDataset(
-                self.point_source, _ENDLESS, spatial_size, self.seed, draw_maps=False
+                self.point_source, _ENDLESS, spatial_size, self.seed, draw_maps=False, min_nuclei=self.min_nuclei
             )
         return self._point_streams[spatial_size][index]["points"]
 
