@@ -32,9 +32,11 @@ parser.add_argument("--synthetic-ratio", type=float, default=0.25, help="synthet
 parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 args = parser.parse_args()
 if args.toy:  # patch 64 -> 40 needs a ResNet encoder; MONAI's HoVerNet takes 256 -> 164 only
-    encoder, patch, out, windows, epochs, steps = "resnet18", 64, 40, dict(window=96, stride=32), 1, 3
-else:  # HoVer-Net's patch extraction: 540x540 windows, stride 164, mirrored margin 188
-    encoder, patch, out, windows, epochs, steps = args.encoder, 256, 164, dict(window=540, stride=164, pad=188), args.epochs, None
+    encoder, patch, out, epochs, steps = "resnet18", 64, 40, 1, 3
+    windows = dict(window=96, stride=32)
+else:
+    encoder, patch, out, epochs, steps = args.encoder, 256, 164, args.epochs, None
+    windows = dict(window=540, stride=164, pad=188)  # HoVer-Net's patch extraction
 data_dir = args.data_dir or make_toy_consep(tempfile.mkdtemp(), num_tiles=2, size=128)
 
 chain = hovernet_train_transforms(patch_size=patch, out_size=out, augment=True)

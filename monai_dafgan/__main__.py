@@ -141,7 +141,9 @@ def _load_library(bundle: Path, data_dir: Path | None, split: str, holdout: list
     saved = bundle / CENTROID_LIBRARY
     if data_dir is None:
         if not saved.is_file():
-            raise FileNotFoundError(f"{saved} not found: pass --data-dir with a CoNSeP-layout folder to build the centroid library.")
+            raise FileNotFoundError(
+                f"{saved} not found: pass --data-dir with a CoNSeP-layout folder to build the centroid library."
+            )
         return CentroidLibrary.load(saved)
     library = library_from_folder(data_dir, split, holdout)
     if not saved.is_file():  # where --help says the default library is, so later runs need no --data-dir
@@ -151,7 +153,12 @@ def _load_library(bundle: Path, data_dir: Path | None, split: str, holdout: list
 
 
 def _cmd_synthesize(args: argparse.Namespace) -> None:
-    from monai_dafgan.synthesis import NucleiSynthesizer, WeightMismatchError, shipped_synthesis_bundle, write_synthetic_dataset
+    from monai_dafgan.synthesis import (
+        NucleiSynthesizer,
+        WeightMismatchError,
+        shipped_synthesis_bundle,
+        write_synthetic_dataset,
+    )
 
     bundle = args.bundle or shipped_synthesis_bundle()
     overrides = {"baseline": bool(args.baseline), **({"preset": args.preset} if args.preset else {})}
@@ -163,7 +170,8 @@ def _cmd_synthesize(args: argparse.Namespace) -> None:
         )
     except WeightMismatchError as err:
         def flags(found) -> str:
-            return f"Run with --preset {found['preset']}{' --baseline' if found['baseline'] else ''}, or leave --preset out."
+            baseline = " --baseline" if found["baseline"] else ""
+            return f"Run with --preset {found['preset']}{baseline}, or leave --preset out."
 
         raise ValueError(err.describe(flags)) from None
     which = "pix2pixHD baseline" if args.baseline else "DAFF-GAN"
@@ -217,8 +225,11 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def _add_command(commands, name: str, summary: str, description: str, *examples: str) -> argparse.ArgumentParser:
-    epilog = "example" + ("s" if len(examples) > 1 else "") + ":\n" + "\n".join(f"  python -m monai_dafgan {e}" for e in examples)
-    return commands.add_parser(name, help=summary, description=description, epilog=epilog, formatter_class=_HelpFormatter)
+    lines = "\n".join(f"  python -m monai_dafgan {example}" for example in examples)
+    epilog = f"example{'s' if len(examples) > 1 else ''}:\n{lines}"
+    return commands.add_parser(
+        name, help=summary, description=description, epilog=epilog, formatter_class=_HelpFormatter
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -79,7 +79,9 @@ def test_mixed_applies_one_transform_to_both_and_flags_items_when_asked():
     def transform(item):
         return {**item, "seen": True}
 
-    dataset = MixedNucleiDataset(labelled("r", 4), labelled("s", 1), 0.5, num_samples=2, transform=transform, mark_synthetic=True)
+    dataset = MixedNucleiDataset(
+        labelled("r", 4), labelled("s", 1), 0.5, num_samples=2, transform=transform, mark_synthetic=True
+    )
     items = [dataset[0], dataset[1]]
     assert all(item["seen"] for item in items)
     assert sorted((item["synthetic"], item["id"]) for item in items) == [(False, "r0"), (True, "s0")]

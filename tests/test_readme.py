@@ -20,7 +20,8 @@ SKIP_TAG = "# not run by tests:"
 def readme_blocks() -> list[tuple[int, str]]:
     """(line number, code) of every ```python block of README.md."""
     text = (REPO / "README.md").read_text()
-    return [(text.count("\n", 0, m.start()) + 1, m.group(1)) for m in re.finditer(r"^```python\n(.*?)^```", text, re.S | re.M)]
+    blocks = re.finditer(r"^```python\n(.*?)^```", text, re.S | re.M)
+    return [(text.count("\n", 0, m.start()) + 1, m.group(1)) for m in blocks]
 
 
 BLOCKS = readme_blocks()
@@ -35,6 +36,8 @@ def test_readme_block_runs_as_printed(line, code, tmp_path):
     first = code.splitlines()[0].strip()
     if first.startswith(SKIP_TAG):
         pytest.skip(first[len(SKIP_TAG):].strip())
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    command = [sys.executable, "-c", code]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"README.md block at line {line} failed:\n{result.stderr[-4000:]}"

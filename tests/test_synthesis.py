@@ -254,7 +254,8 @@ def test_from_bundles_builds_the_inference_networks(generator_bundles, library):
     assert synthesizer.points_to_mask.config["out_channels"] == 5 and synthesizer.radius == 2
     assert synthesizer.point_encoding == "ellipse"
     check_sample(synthesizer.synthesize_one(np.array([[10, 12, 3]], np.float32), 32))
-    with pytest.raises(WeightMismatchError, match=r"holds .* generators with baseline=False, but the config asks for .*baseline True\. Pass overrides="):
+    expected = r"holds .* generators with baseline=False, but the config asks for .*baseline True\. Pass overrides="
+    with pytest.raises(WeightMismatchError, match=expected):
         NucleiSynthesizer.from_bundles(*generator_bundles, device="cpu", overrides={"baseline": True}, nucleus_shapes=library.nucleus_shapes)
 
 

@@ -267,8 +267,8 @@ def write_consep_sample(root: str | os.PathLike, sample: dict, name: str | None 
     """Write a sample in CoNSeP layout: ``root/Images/<name>.png`` and ``root/Labels/<name>.mat``.
 
     The ``.mat`` holds ``inst_map`` (H, W), ``type_map`` (H, W), ``inst_type`` (K, 1) and ``inst_centroid`` (K, 2)
-    in CoNSeP's (x, y) = (column, row) order, all merged types, instance ids renumbered 1..K. Each file is written to a temporary name and
-    renamed, so a reader never sees half a file.
+    in CoNSeP's (x, y) = (column, row) order, all merged types, instance ids renumbered 1..K. Each file is written
+    to a temporary name and renamed, so a reader never sees half a file.
 
     Returns:
         the image and label paths.

@@ -153,7 +153,9 @@ class CentroidLibrary:
         inside = (p[:, 0] >= top) & (p[:, 0] < top + h) & (p[:, 1] >= left) & (p[:, 1] < left + w)
         return (p[inside] - np.array([top, left, 0], np.float32)).astype(np.float32)
 
-    def random_window(self, rng: np.random.RandomState | np.random.Generator, size: Sequence[int]) -> tuple[int, int, int]:
+    def random_window(
+        self, rng: np.random.RandomState | np.random.Generator, size: Sequence[int]
+    ) -> tuple[int, int, int]:
         """A uniformly random window position ``(tile, top, left)`` over all tiles large enough for ``size``;
         ``rng`` is a numpy ``RandomState`` (as MONAI's ``self.R``) or ``Generator`` (``np.random.default_rng``)."""
         h, w = size

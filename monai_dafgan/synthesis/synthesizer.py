@@ -138,7 +138,8 @@ class WeightMismatchError(ValueError):
     """
 
     def __init__(self, weights: Path, key: str, found: dict | None, configured: dict, details: str):
-        self.weights, self.key, self.found, self.configured, self.details = Path(weights), key, found, configured, details
+        self.weights, self.key, self.found, self.configured = Path(weights), key, found, configured
+        self.details = details
         super().__init__(self.describe(_override_hint))
 
     def describe(self, hint) -> str:
