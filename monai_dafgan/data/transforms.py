@@ -103,7 +103,10 @@ class InstanceEdgesd(MapTransform):
 
 
 class LabelsToPointsd(MapTransform):
-    """Dict twin of :class:`LabelsToPoints`: rewrites ``points`` and renumbers ``label_inst`` from the labels."""
+    """Dict twin of :class:`LabelsToPoints`: rewrites ``points`` and renumbers ``label_inst`` from the labels.
+
+    Samples with ``points`` hold (K, 3) rows with a K of their own, which MONAI's default collate cannot stack (nor
+    its suggested ``pad_list_data_collate``): batch them with ``collate_fn=monai_dafgan.data.nuclei_collate``."""
 
     def __init__(self, inst_key: Hashable = "label_inst", type_key: Hashable = "label_type", points_key: Hashable = "points"):
         super().__init__([inst_key, type_key])
