@@ -200,7 +200,7 @@ def _cmd_table1(args: argparse.Namespace) -> None:
 
     protocol = load_protocol(
         args.protocol, dataset_dir=args.dataset_dir, seeds=args.seeds, device=args.device,
-        results_dir=args.results_dir, keep_weights=args.keep_weights,
+        results_dir=args.results_dir, keep_weights=args.keep_weights, reuse_other_code=args.reuse_other_code or None,
     )  # fmt: skip
     run_study(protocol, args.out)
 
@@ -361,6 +361,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--results-dir", default=None,
         help="folder of the per-run records (metrics keyed by the whole run configuration) that any later study, on "
         "any machine, reuses (default: the protocol's results_dir, else <out>/records)",
+    )  # fmt: skip
+    table1.add_argument(
+        "--reuse-other-code", action="store_true",
+        help="reuse records made with other code (changed modules or configs that shape a run) instead of running "
+        "them anew; the report lists them",
     )  # fmt: skip
     table1.add_argument(
         "--keep-weights", default=None, metavar="DIR",

@@ -1,13 +1,13 @@
 """Fingerprints and per-run result records, so a study finished over several days and machines reuses exactly the
 runs whose whole configuration is unchanged, and never mistakes a changed one for a finished one.
 
-A run's key is the SHA-256 of its configuration as canonical JSON: protocol entries, seed, the content of its
-training data (:func:`files_fingerprint`; not paths, which differ between machines) and the code version of the parts
-that matter (:func:`code_fingerprint`: Python modules by their syntax tree without docstrings, YAML configs by their
-parsed content, other files by bytes; so a comment or docstring edit keeps the key and a changed line does not).
-:class:`RunRecords` keeps one small JSON per run: its configuration, key and the metrics of every evaluation set
-scored so far (each keyed by its own fingerprint), so another evaluation set is added to a finished run without
-retraining it.
+A run's key is the SHA-256 of its configuration as canonical JSON (:func:`config_key`): protocol entries, seed,
+the content of its training data (:func:`files_fingerprint`; not paths, which differ between machines). Beside it a
+record keeps the code version of the parts that matter (:func:`code_fingerprint`: Python modules by their syntax tree
+without docstrings, YAML configs by their parsed content, other files by bytes; so a comment or docstring edit keeps
+it and a changed line does not), which the study compares before reusing a record. :class:`RunRecords` keeps one
+small JSON per run: its configuration, key, code fingerprints and the metrics of every evaluation set scored so far
+(each keyed by its own fingerprint), so another evaluation set is added to a finished run without retraining it.
 """
 
 from __future__ import annotations
@@ -89,8 +89,9 @@ def files_fingerprint(files: Iterable[Mapping[str, str]]) -> str:
 
 
 class RunRecords:
-    """One JSON per run in ``folder``: ``<name>_<key[:12]>.json`` holding ``key``, ``config``, ``train_minutes`` and
-    ``evaluations`` (evaluation-set key -> ``{"set": description, "result": metrics}``); written atomically."""
+    """One JSON per run in ``folder``: ``<name>_<key[:12]>.json`` holding ``key``, ``config``, ``code``,
+    ``train_minutes`` and ``evaluations`` (evaluation-set key -> ``{"set": description, "result": metrics}``), and
+    whatever else the caller stores; written atomically."""
 
     def __init__(self, folder: str | os.PathLike):
         self.folder = Path(folder)

@@ -17,11 +17,12 @@ runs every piece through the MONAI bundle command line, each in its own process 
    differences to the baseline condition (:func:`monai_dafgan.segmentation.paired_comparison`).
 
 Every finished run leaves a record in the protocol's ``results_dir`` (:class:`monai_dafgan.records.RunRecords`):
-its whole configuration (protocol entries, seed, a fingerprint of the training data's content and of the code and
-configs that shape the run) hashed to a key, its training minutes and its metrics per evaluation set. A run whose
-record exists with every evaluation set is not run again, on any machine with that record; a changed configuration
-has another key and is run anew; a new evaluation set is scored from the run's weights (``<out>`` or ``keep_weights``)
-without retraining.
+its whole configuration (protocol entries, seed, a fingerprint of the training data's content) hashed to a key, the
+fingerprints of the code and configs that shape it, its training minutes and its metrics per evaluation set. A run
+whose record exists with every evaluation set is not run again, on any machine with that record; a changed
+configuration has another key and is run anew; a record made with other code is run anew too, unless
+``reuse_other_code`` (``--reuse-other-code``) says the change does not matter, and then the report lists it; a new
+evaluation set is scored from the run's weights (``<out>`` or ``keep_weights``) without retraining.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ GENERATOR_BUNDLES = ("dafgan_points2mask", "dafgan_mask2image")
 _PROTOCOL_KEYS = {
     "dataset_dir", "split", "holdout", "train_tiles", "evaluation", "seeds", "device", "environment",
     "baseline_condition", "conditions", "generators", "synthesis", "hovernet", "postprocess", "checkpoint",
-    "results_dir", "keep_weights",
+    "results_dir", "keep_weights", "reuse_other_code",
 }
 _EVALUATION_KEYS = {"name", "dataset_dir", "split", "tiles", "center_crop", "image_dir", "label_dir"}
 _CONDITION_KEYS = {"baseline", "synthesis_bundle"}
@@ -141,7 +142,9 @@ def load_protocol(path: str | os.PathLike, **overrides: Any) -> dict:
     conditions), ``postprocess`` (overrides of the evaluate config's post-processing, e.g. ``keep_unmarked``; part
     of each evaluation set's key), ``checkpoint`` (``model.pt``: final weights, or ``best_model.pt``: best on the validation tiles,
     which must then not be the evaluated tiles), ``results_dir`` (run records; default ``<out>/records``),
-    ``keep_weights`` (a folder where each run's weights are kept as ``<key>.pt``; default none).
+    ``keep_weights`` (a folder where each run's weights are kept as ``<identity>.pt``; default none),
+    ``reuse_other_code`` (default false: a record made with other code, by the fingerprints of the modules and
+    configs that shape a run, is run anew; true reuses it and the report lists it).
 
     Raises:
         ValueError: unknown keys, a missing baseline condition, no seeds, best-checkpoint selection on the
@@ -278,7 +281,8 @@ def _set_files(evaluation: Mapping) -> list[dict]:
     return files
 
 
-def _weights_bundle(path: Path) -> list[Path]:
+def _bundle_files(path: Path) -> list[Path]:
+    """A bundle's weights and configs: what decides the synthetic samples of a ready synthesis bundle."""
     return sorted(p for p in path.rglob("*") if p.suffix in (".pt", ".npz", ".yaml", ".json") and p.is_file())
 
 
@@ -303,49 +307,56 @@ def run_study(protocol: Mapping, out: str | os.PathLike) -> dict:
     segmentation_code = code_fingerprint([*_SEGMENTATION_CODE, bundles / "hovernet_consep_synthetic" / "configs"])
     started = time.perf_counter()
 
-    # synthetic data: what a condition's samples come from, and its part of the run configuration
+    # synthetic data: what a condition's samples come from, and its part of the run configuration. Ready bundles
+    # are copied now (their weights are part of the key); generators are trained only when a run needs them, so a
+    # study whose records are complete trains nothing
     synthesis_bundles: dict[str, Path] = {}
     synthesis_configs: dict[str, dict] = {}
-    library = None
-    synthetic = {name: spec for name, spec in conditions.items() if spec is not None}
-    if synthetic:
-        print("generators and synthesis bundles")
-    for name, spec in synthetic.items():
+    synthesis_code = code_fingerprint([
+        *_SYNTHESIS_CODE, *(bundles / b / "configs" for b in GENERATOR_BUNDLES), bundles / "dafgan_nuclei_synthesis" / "configs",
+    ])  # fmt: skip
+    for name, spec in conditions.items():
+        if spec is None:
+            continue
         baseline = bool(spec.get("baseline", False))
         ready = spec.get("synthesis_bundle")
         if ready is not None:
             source = shipped_synthesis_bundle() if ready == "shipped" else Path(ready).resolve()
             synthesis = _ready_synthesis(source, out / "synthesis" / _slug(name), baseline, protocol["synthesis"])
             synthesis_configs[name] = {
-                "baseline": baseline, "synthesis": protocol["synthesis"],
-                "weights": code_fingerprint(_weights_bundle(synthesis)),
-            }
+                "baseline": baseline, "synthesis": protocol["synthesis"], "weights": code_fingerprint(_bundle_files(synthesis)),
+            }  # fmt: skip
+            synthesis_bundles[name] = synthesis
         else:
-            synthesis = out / "synthesis" / _slug(name)
-            roots = {}
-            for generator in GENERATOR_BUNDLES:
-                root = roots[generator] = out / "generators" / _slug(name) / generator
-                if not (root / "models" / "model.pt").is_file():
-                    overrides = {"bundle_root": str(root), **data, "holdout": holdout, "baseline": baseline,
-                                 **_generators(protocol, generator)}
-                    runner.bundle(f"{_slug(name)}_{generator}", bundles / generator, "training", "train.yaml", overrides)
-            if library is None:
-                library = library_from_folder(data["dataset_dir"], data["split"], holdout)
-            g1 = point_map_settings(bundles / "dafgan_points2mask", _generators(protocol, "dafgan_points2mask"))
-            assemble_synthesis_bundle(
-                synthesis, roots["dafgan_points2mask"], roots["dafgan_mask2image"], library, **g1, fp16=False,
-                template=bundles / "dafgan_nuclei_synthesis",
-            )  # fmt: skip
-            set_config_values(synthesis / "configs" / "inference.yaml", {"baseline": baseline, **protocol["synthesis"]})
             synthesis_configs[name] = {
                 "baseline": baseline, "generators": protocol["generators"], "synthesis": protocol["synthesis"],
-                "code": code_fingerprint([*_SYNTHESIS_CODE, *(bundles / b / "configs" for b in GENERATOR_BUNDLES),
-                                          bundles / "dafgan_nuclei_synthesis" / "configs"]),
-            }
+            }  # fmt: skip
+
+    def synthesis_bundle(name: str) -> Path:
+        """The condition's synthesis bundle, its generators trained and assembled on first use."""
+        if name in synthesis_bundles:
+            return synthesis_bundles[name]
+        baseline = synthesis_configs[name]["baseline"]
+        synthesis, roots = out / "synthesis" / _slug(name), {}
+        for generator in GENERATOR_BUNDLES:
+            root = roots[generator] = out / "generators" / _slug(name) / generator
+            if not (root / "models" / "model.pt").is_file():
+                overrides = {"bundle_root": str(root), **data, "holdout": holdout, "baseline": baseline,
+                             **_generators(protocol, generator)}  # fmt: skip
+                runner.bundle(f"{_slug(name)}_{generator}", bundles / generator, "training", "train.yaml", overrides)
+        library = library_from_folder(data["dataset_dir"], data["split"], holdout)
+        g1 = point_map_settings(bundles / "dafgan_points2mask", _generators(protocol, "dafgan_points2mask"))
+        assemble_synthesis_bundle(
+            synthesis, roots["dafgan_points2mask"], roots["dafgan_mask2image"], library, **g1, fp16=False,
+            template=bundles / "dafgan_nuclei_synthesis",
+        )  # fmt: skip
+        set_config_values(synthesis / "configs" / "inference.yaml", {"baseline": baseline, **protocol["synthesis"]})
         synthesis_bundles[name] = synthesis
+        return synthesis
 
     print("HoVer-Net runs")
     results: dict[str, dict[str, list[dict]]] = {s["name"]: {} for s in sets}
+    reused_other_code: list[str] = []
     for name, spec in conditions.items():
         for s in sets:
             results[s["name"]][name] = []
@@ -355,13 +366,26 @@ def run_study(protocol: Mapping, out: str | os.PathLike) -> dict:
             config = {
                 "condition": name, "seed": seed, "split": protocol["split"], "holdout": holdout,
                 "training_data": training_data, "hovernet": protocol["hovernet"], "checkpoint": protocol["checkpoint"],
-                "synthetic": synthesis_configs.get(name), "code": segmentation_code,
+                "synthetic": synthesis_configs.get(name),
             }  # fmt: skip
+            code = {"segmentation": segmentation_code}
+            if spec is not None and spec.get("synthesis_bundle") is None:
+                code["synthesis"] = synthesis_code
             key = config_key(config)
-            record = records.load(step, key) or {"key": key, "config": config, "evaluations": {}}
+            record = records.load(step, key)
+            if record is not None and record.get("code") != code:
+                if protocol.get("reuse_other_code"):
+                    reused_other_code.append(step)
+                else:
+                    print(f"  {step}: its record was made with other code (fingerprints differ); running it anew "
+                          "(--reuse-other-code reuses it)")  # fmt: skip
+                    record = None
+            # the identity of the trained weights: the configuration and the code that trained them
+            identity = config_key({"key": key, "code": code})
+            record = record or {"key": key, "identity": identity, "config": config, "code": code, "evaluations": {}}
             missing = [s for s in sets if set_keys[s["name"]] not in record["evaluations"]]
             if missing:
-                weights = _trained_weights(root, key, protocol["checkpoint"], keep_weights)
+                weights = _trained_weights(root, record["identity"], protocol["checkpoint"], keep_weights)
                 if weights is None:
                     if root.exists():
                         shutil.rmtree(root)  # another configuration's run
@@ -369,14 +393,14 @@ def run_study(protocol: Mapping, out: str | os.PathLike) -> dict:
                     if spec is None:
                         overrides["synthetic_ratio"] = 0.0
                     else:
-                        overrides["synthesis_bundle"] = str(synthesis_bundles[name])
+                        overrides["synthesis_bundle"] = str(synthesis_bundle(name))
                     record["train_minutes"] = round(runner.bundle(
                         f"{step}_train", bundles / "hovernet_consep_synthetic", "training", "train.yaml", overrides), 2)
-                    atomic_write(root / "run_key.txt", lambda f: f.write(key.encode()))
+                    atomic_write(root / "run_key.txt", lambda f: f.write(identity.encode()))
                     weights = root / "models" / protocol["checkpoint"]
                     if keep_weights is not None:
                         keep_weights.mkdir(parents=True, exist_ok=True)
-                        shutil.copy2(weights, keep_weights / f"{key}.pt")
+                        shutil.copy2(weights, keep_weights / f"{identity}.pt")
                 for s in missing:
                     eval_dir = root / "eval" / _slug(s["name"])
                     overrides = {
@@ -399,6 +423,7 @@ def run_study(protocol: Mapping, out: str | os.PathLike) -> dict:
     report = {
         "protocol": {k: v for k, v in protocol.items() if k != "environment"},
         "minutes": round((time.perf_counter() - started) / 60, 1),
+        "reused_with_other_code": reused_other_code,
         "evaluation_sets": {s["name"]: {**summarize_study(results[s["name"]], protocol), "set": s} for s in sets},
     }
     atomic_write(out / "table1.json", lambda f: f.write(json.dumps(report, indent=2).encode()))
@@ -417,13 +442,14 @@ def _ready_synthesis(source: Path, target: Path, baseline: bool, overrides: Mapp
     return target
 
 
-def _trained_weights(root: Path, key: str, checkpoint: str, keep_weights: Path | None) -> Path | None:
-    """The weights of run ``key`` when they exist: in the study folder (trained under this key) or kept."""
+def _trained_weights(root: Path, identity: str, checkpoint: str, keep_weights: Path | None) -> Path | None:
+    """The weights a run of this identity (configuration and code) trained, when they exist: in the study folder or
+    kept (``keep_weights``)."""
     weights = root / "models" / checkpoint
     key_file = root / "run_key.txt"
-    if weights.is_file() and key_file.is_file() and key_file.read_text().strip() == key:
+    if weights.is_file() and key_file.is_file() and key_file.read_text().strip() == identity:
         return weights
-    kept = keep_weights / f"{key}.pt" if keep_weights is not None else None
+    kept = keep_weights / f"{identity}.pt" if keep_weights is not None else None
     return kept if kept is not None and kept.is_file() else None
 
 
@@ -456,6 +482,9 @@ def format_study(report: Mapping) -> str:
     baseline."""
     protocol = report["protocol"]
     lines = []
+    if report.get("reused_with_other_code"):
+        lines += [f"Runs reused from records made with other code (--reuse-other-code): "
+                  f"{', '.join(report['reused_with_other_code'])}", ""]  # fmt: skip
     for name, summary in report["evaluation_sets"].items():
         crop = summary["set"].get("center_crop")
         lines += [

@@ -90,12 +90,13 @@ def test_records_let_another_machine_finish_the_study(study, tmp_path, capsys):
     """A fresh study folder with the records of the first (another machine, another day) runs nothing; a new
     evaluation set scores the kept weights without retraining; a changed configuration is never taken as done."""
     records = study / "out" / "records"
-    protocol = _protocol(study, tmp_path / "p.yaml", results_dir=str(records), conditions={"real": None})
+    protocol = _protocol(study, tmp_path / "p.yaml", results_dir=str(records))
     assert main(["table1", "--protocol", str(protocol), "--out", str(tmp_path / "elsewhere")]) == 0
-    assert " ... " not in capsys.readouterr().out
+    assert " ... " not in capsys.readouterr().out  # neither generators nor HoVer-Net trained, nothing evaluated
+    assert not (tmp_path / "elsewhere" / "generators").exists()
     first = json.loads((tmp_path / "elsewhere" / "table1.json").read_text())["evaluation_sets"]["holdout"]["table"]
     before = json.loads((study / "out" / "table1.json").read_text())["evaluation_sets"]["holdout"]["table"]
-    assert first["real"] == before["real"]
+    assert first == before
 
     # changed lr: a new key, so a new run (weights kept for later evaluation sets)
     changed = _protocol(study, tmp_path / "q.yaml", results_dir=str(tmp_path / "records"), conditions={"real": None},
@@ -106,7 +107,7 @@ def test_records_let_another_machine_finish_the_study(study, tmp_path, capsys):
     assert "real_seed0_train ... " in printed and "real_seed0_evaluate_holdout ... " in printed
     (weights,) = kept.glob("*.pt")
     (record,) = (tmp_path / "records").glob("real_seed0_*.json")
-    assert json.loads(record.read_text())["key"] == weights.stem
+    assert json.loads(record.read_text())["identity"] == weights.stem
 
     # a second evaluation set (the generic reader's folders) in a fresh folder: evaluated from the kept weights only
     toy = Path(yaml.safe_load((study / "micro.yaml").read_text())["dataset_dir"]) / "Train"
@@ -121,6 +122,19 @@ def test_records_let_another_machine_finish_the_study(study, tmp_path, capsys):
     assert list(report["evaluation_sets"]) == ["holdout", "folders"]
     assert report["evaluation_sets"]["folders"]["evaluated_tiles"] == ["toy_1"]
     assert len(json.loads(record.read_text())["evaluations"]) == 2
+
+    # a record made with other code: reused and listed with --reuse-other-code, run anew without it
+    other = json.loads(record.read_text())
+    other["code"] = {"segmentation": "0" * 64}
+    record.write_text(json.dumps(other))
+    assert main(["table1", "--protocol", str(more), "--out", str(tmp_path / "d"), "--reuse-other-code"]) == 0
+    assert " ... " not in capsys.readouterr().out
+    assert json.loads((tmp_path / "d" / "table1.json").read_text())["reused_with_other_code"] == ["real_seed0"]
+    assert "Runs reused from records made with other code" in (tmp_path / "d" / "table1.md").read_text()
+    assert main(["table1", "--protocol", str(more), "--out", str(tmp_path / "e")]) == 0  # no weights of this code
+    printed = capsys.readouterr().out
+    assert "made with other code" in printed and "real_seed0_train ... " in printed
+    assert json.loads(record.read_text())["code"] != other["code"]
 
 
 def test_protocol_checks(tmp_path):
