@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -138,26 +139,46 @@ def _load_library(bundle: Path, data_dir: Path | None, split: str, holdout: list
     from monai_dafgan.synthesis import CENTROID_LIBRARY, library_from_folder
 
     saved = bundle / CENTROID_LIBRARY
-    if saved.is_file() and data_dir is None:
-        return CentroidLibrary.load(saved)
     if data_dir is None:
-        raise FileNotFoundError(f"{saved} not found: pass --data-dir with a CoNSeP-layout folder to build the centroid library.")
-    return library_from_folder(data_dir, split, holdout)
+        if not saved.is_file():
+            raise FileNotFoundError(
+                f"{saved} not found: pass --data-dir with a CoNSeP-layout folder to build the centroid library."
+            )
+        return CentroidLibrary.load(saved)
+    library = library_from_folder(data_dir, split, holdout)
+    if not saved.is_file():  # where --help says the default library is, so later runs need no --data-dir
+        library.save(saved)
+        print(f"saved the centroid library of {data_dir / split} to {saved}")
+    return library
 
 
 def _cmd_synthesize(args: argparse.Namespace) -> None:
-    from monai_dafgan.synthesis import NucleiSynthesizer, shipped_synthesis_bundle, write_synthetic_dataset
+    from monai_dafgan.synthesis import (
+        NucleiSynthesizer,
+        WeightMismatchError,
+        shipped_synthesis_bundle,
+        write_synthetic_dataset,
+    )
 
     bundle = args.bundle or shipped_synthesis_bundle()
     overrides = {"baseline": bool(args.baseline), **({"preset": args.preset} if args.preset else {})}
     library = _load_library(bundle, args.data_dir, args.split, args.holdout)
     shapes = library.nucleus_shapes if library.shapes is not None else None
-    synthesizer = NucleiSynthesizer.from_bundle(
-        bundle, device=args.device, overrides=overrides, batch_size=args.batch_size, nucleus_shapes=shapes
-    )
+    try:
+        synthesizer = NucleiSynthesizer.from_bundle(
+            bundle, device=args.device, overrides=overrides, batch_size=args.batch_size, nucleus_shapes=shapes
+        )
+    except WeightMismatchError as err:
+        def flags(found) -> str:
+            baseline = " --baseline" if found["baseline"] else ""
+            return f"Run with --preset {found['preset']}{baseline}, or leave --preset out."
+
+        raise ValueError(err.describe(flags)) from None
     which = "pix2pixHD baseline" if args.baseline else "DAFF-GAN"
     print(f"{which} generators of {bundle}; centroid library: {library}", flush=True)
-    root = write_synthetic_dataset(synthesizer, library, args.num_samples, args.out, args.size, seed=args.seed)
+    root = write_synthetic_dataset(
+        synthesizer, library, args.num_samples, args.out, args.size, seed=args.seed, min_nuclei=args.min_nuclei
+    )
     print(f"wrote {args.num_samples} samples of {args.size}x{args.size} to {root} and a preview to {args.out / 'preview.png'}")
 
 
@@ -184,79 +205,138 @@ def _cmd_table1(args: argparse.Namespace) -> None:
     run_study(protocol, args.out)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m monai_dafgan", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default (unless its help already says it, or there is none) and keeps the line breaks of
+    descriptions and examples."""
 
-    demo = commands.add_parser("demo", help="toy data -> train both generators briefly -> synthesize, with pictures")
-    demo.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (default: demo_output)")
-    demo.add_argument("--num-tiles", type=int, default=8)
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default is None or action.default is False or action.default == [] or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        lines = []
+        for line in text.splitlines():
+            hanging = " " * (len(line) - len(line.lstrip()) + 4) if line.startswith(" ") else ""  # example lines
+            lines.append(textwrap.fill(line, width, initial_indent=indent, subsequent_indent=indent + hanging,
+                                       break_on_hyphens=False))
+        return "\n".join(lines)
+
+
+def _add_command(commands, name: str, summary: str, description: str, *examples: str) -> argparse.ArgumentParser:
+    lines = "\n".join(f"  python -m monai_dafgan {example}" for example in examples)
+    epilog = f"example{'s' if len(examples) > 1 else ''}:\n{lines}"
+    return commands.add_parser(
+        name, help=summary, description=description, epilog=epilog, formatter_class=_HelpFormatter
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m monai_dafgan", formatter_class=_HelpFormatter,
+        description="Synthetic paired training data (H&E image + typed nuclei labels) for nuclei segmentation with "
+        "DAFF-GAN, and the tools around it.",
+        epilog="python -m monai_dafgan <command> --help describes each command, its defaults and an example.",
+    )  # fmt: skip
+    commands = parser.add_subparsers(dest="command", required=True, metavar="<command>")
+
+    demo = _add_command(
+        commands, "demo", "toy data -> train both generators briefly -> synthesize, with pictures",
+        "The whole training workflow on the built-in toy dataset, in a few minutes on a CPU: writes the toy data and "
+        "its summary, trains G1 (dafgan_points2mask) and G2 (dafgan_mask2image) with the small preset, assembles a "
+        "synthesis bundle from them and writes synthetic samples with a preview grid. Everything lands in --out.",
+        "demo --out demo_output", "demo --out quick --epochs 0   # toy data and its summary only",
+    )  # fmt: skip
+    demo.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder")
+    demo.add_argument("--num-tiles", type=int, default=8, help="toy tiles to write")
     demo.add_argument("--size", type=int, default=512, help="tile side in pixels")
     demo.add_argument("--epochs", type=int, default=20, help="training epochs per generator (0: data and summary only)")
     demo.add_argument("--patch-size", type=int, default=128, help="training patch side in pixels")
     demo.add_argument("--num-samples", type=int, default=16, help="synthetic samples to write")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=int, default=0, help="seed of the toy data and the synthetic point sets")
     demo.set_defaults(func=_cmd_demo)
 
-    summarize = commands.add_parser("summarize", help="summarise a dataset in CoNSeP layout")
+    summarize = _add_command(
+        commands, "summarize", "summarise a dataset in CoNSeP layout",
+        "Count the nuclei of a CoNSeP-layout split per tile and per type (with their areas), and draw the first "
+        "tiles with their nuclei outlined in type colours: writes <out>/summary.json and <out>/overview.png.",
+        "summarize --data-dir /data/CoNSeP --split Test --out consep_test_summary",
+    )  # fmt: skip
     summarize.add_argument("--data-dir", type=Path, required=True, help="folder holding <split>/Images and <split>/Labels")
-    summarize.add_argument("--split", default="Train")
-    summarize.add_argument("--out", type=Path, default=Path("summary_output"))
+    summarize.add_argument("--split", default="Train", help="split folder under --data-dir")
+    summarize.add_argument("--out", type=Path, default=Path("summary_output"), help="output folder")
     summarize.add_argument("--max-tiles", type=int, default=4, help="tiles shown in overview.png")
     summarize.set_defaults(func=_cmd_summarize)
 
-    preview = commands.add_parser("preview-points", help="PNG grid of generated point sets next to real ones")
+    preview = _add_command(
+        commands, "preview-points", "PNG grid of generated point sets next to real ones",
+        "Stage 1 at a glance: random windows of the real centroid library (top row) next to point sets made by the "
+        "default random transforms (bottom row), one disk per nucleus in its type colour (red other, yellow "
+        "inflammatory, green epithelial, blue spindle).",
+        "preview-points --data-dir /data/CoNSeP --out points_preview.png --num 8",
+    )  # fmt: skip
     preview.add_argument("--data-dir", type=Path, required=True, help="folder holding <split>/Images and <split>/Labels")
-    preview.add_argument("--split", default="Train")
-    preview.add_argument("--out", type=Path, default=Path("points_preview.png"))
+    preview.add_argument("--split", default="Train", help="split folder under --data-dir")
+    preview.add_argument("--out", type=Path, default=Path("points_preview.png"), help="PNG to write")
     preview.add_argument("--num", type=int, default=6, help="point sets per row")
     preview.add_argument("--size", type=int, default=256, help="patch side in pixels")
     preview.add_argument("--radius", type=float, default=3.0, help="disk radius in the picture")
-    preview.add_argument("--seed", type=int, default=0)
+    preview.add_argument("--seed", type=int, default=0, help="seed of the windows and point sets")
     preview.set_defaults(func=_cmd_preview_points)
 
-    plot = commands.add_parser("plot-losses", help="PNG of the loss curves of a training run")
+    plot = _add_command(
+        commands, "plot-losses", "PNG of the loss curves of a training run",
+        "Plot the generator (g_*) and discriminator (d_*) losses a generator bundle's training logged to "
+        "TensorBoard, smoothed, one panel each.",
+        "plot-losses --log-dir bundles/dafgan_mask2image/runs --out losses.png",
+    )  # fmt: skip
     plot.add_argument("--log-dir", type=Path, required=True, help="TensorBoard folder of the run (a bundle's runs/)")
-    plot.add_argument("--out", type=Path, default=Path("losses.png"))
+    plot.add_argument("--out", type=Path, default=Path("losses.png"), help="PNG to write")
     plot.add_argument("--smooth", type=int, default=10, help="moving-average window in iterations")
     plot.set_defaults(func=_cmd_plot_losses)
 
-    synth = commands.add_parser(
-        "synthesize", help="write synthetic paired samples with a synthesis bundle (default: the shipped one)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="Write synthetic paired samples (CoNSeP layout: Train/Images/*.png, Train/Labels/*.mat) and "
-        "preview.png. With no --bundle, the shipped DAFF-GAN generators trained on CoNSeP are used (no data needed).",
-        epilog="example: python -m monai_dafgan synthesize --num-samples 659 --out synthetic",
+    synth = _add_command(
+        commands, "synthesize", "write synthetic paired samples with a synthesis bundle (default: the shipped one)",
+        "Write synthetic paired samples (CoNSeP layout: <out>/Train/Images/*.png, <out>/Train/Labels/*.mat) and "
+        "<out>/preview.png. With no --bundle, the shipped DAFF-GAN generators trained on CoNSeP are used (no data "
+        "needed); --baseline uses the bundle's pix2pixHD pair trained with the same budget.",
+        "synthesize --num-samples 659 --out synthetic",
+        "synthesize --baseline --num-samples 659 --out synthetic_pix2pixhd",
+        "synthesize --bundle my_synthesis --data-dir /data/CoNSeP --out synthetic",
     )  # fmt: skip
     synth.add_argument("--bundle", type=Path, default=None, help="a dafgan_nuclei_synthesis bundle with weights "
                        "(default: the shipped bundles/dafgan_nuclei_synthesis)")
     synth.add_argument("--baseline", action="store_true", help="use the bundle's pix2pixHD baseline generators")
-    synth.add_argument("--num-samples", type=int, default=659)
+    synth.add_argument("--num-samples", type=int, default=659, help="samples to write")
     synth.add_argument("--out", type=Path, required=True, help="output folder (CoNSeP layout under <out>/Train)")
-    synth.add_argument("--data-dir", type=Path, default=None, help="CoNSeP-layout folder for the centroid library "
-                       "(default: the bundle's models/centroid_library.npz)")
-    synth.add_argument("--split", default="Train")
+    synth.add_argument("--data-dir", type=Path, default=None, help="CoNSeP-layout folder to build the centroid library "
+                       "from; saved as the bundle's models/centroid_library.npz when the bundle has none (default: "
+                       "that file)")
+    synth.add_argument("--split", default="Train", help="split of --data-dir")
     synth.add_argument("--holdout", nargs="*", default=[], help="tile names left out of the centroid library")
     synth.add_argument("--size", type=int, default=256, help="sample side in pixels")
-    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--seed", type=int, default=0, help="sample i is a pure function of (seed, i)")
+    synth.add_argument("--min-nuclei", type=int, default=0, help="fewest nuclei requested per sample: point sets "
+                       "with fewer are drawn again (0 keeps empty and one-nucleus samples, as real windows have them)")
     synth.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     synth.add_argument("--preset", default=None, help="preset the generators were trained with (default: the bundle's)")
-    synth.add_argument("--batch-size", type=int, default=8)
+    synth.add_argument("--batch-size", type=int, default=8, help="samples per generator pass")
     synth.set_defaults(func=_cmd_synthesize)
 
-    assemble = commands.add_parser(
-        "assemble", help="a synthesis bundle from two trained generator bundles",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="Put a trained G1 (dafgan_points2mask) and G2 (dafgan_mask2image) into a synthesis bundle, "
-        "with the centroid library of the tiles they were trained on. A DAFF-GAN pair and a pix2pixHD pair "
-        "(trained with --baseline true) can share one bundle; synthesize --baseline picks the latter.",
-        epilog="example: python -m monai_dafgan assemble --points-to-mask runs/g1 --mask-to-image runs/g2 "
-        "--data-dir /data/CoNSeP --holdout train_5 train_10 --point-encoding ellipse --out my_synthesis",
+    assemble = _add_command(
+        commands, "assemble", "a synthesis bundle from two trained generator bundles",
+        "Put a trained G1 (dafgan_points2mask) and G2 (dafgan_mask2image) into a synthesis bundle, with the "
+        "centroid library of the tiles they were trained on (saved as <out>/models/centroid_library.npz). A "
+        "DAFF-GAN pair and a pix2pixHD pair (trained with --baseline true) can share one bundle; synthesize "
+        "--baseline picks the latter.",
+        "assemble --points-to-mask runs/g1 --mask-to-image runs/g2 --data-dir /data/CoNSeP "
+        "--holdout train_5 train_10 --point-encoding ellipse --out my_synthesis",
     )  # fmt: skip
     assemble.add_argument("--points-to-mask", type=Path, required=True, help="trained dafgan_points2mask bundle (or its model.pt)")
     assemble.add_argument("--mask-to-image", type=Path, required=True, help="trained dafgan_mask2image bundle (or its model.pt)")
     assemble.add_argument("--data-dir", type=Path, required=True, help="the CoNSeP-layout folder the generators were trained on")
-    assemble.add_argument("--split", default="Train")
+    assemble.add_argument("--split", default="Train", help="split of --data-dir")
     assemble.add_argument("--holdout", nargs="*", default=[], help="tile names the generators did not see")
     assemble.add_argument("--point-encoding", choices=("disk", "ellipse"), required=True,
                           help="G1's --point_encoding in training")
@@ -265,7 +345,13 @@ def build_parser() -> argparse.ArgumentParser:
     assemble.add_argument("--out", type=Path, required=True, help="synthesis bundle folder (created or added to)")
     assemble.set_defaults(func=_cmd_assemble)
 
-    table1 = commands.add_parser("table1", help="run (or complete) the Table I study of a protocol file")
+    table1 = _add_command(
+        commands, "table1", "run (or complete) the Table I study of a protocol file",
+        "The paper's Table I study as a protocol says: trains what is missing (generators, synthesis bundles, "
+        "HoVer-Net for each condition and seed), evaluates every run on whole tiles and writes <out>/table1.md and "
+        "table1.json with paired comparisons to the real-only runs. Finished pieces are reused.",
+        "table1 --protocol configs/table1/cpu.yaml --dataset-dir /data/CoNSeP --out study",
+    )  # fmt: skip
     table1.add_argument("--protocol", type=Path, required=True, help="e.g. configs/table1/reduced.yaml")
     table1.add_argument("--out", type=Path, required=True, help="study folder; pieces already there are reused")
     table1.add_argument("--dataset-dir", default=None, help="CoNSeP-layout folder (default: the protocol's)")

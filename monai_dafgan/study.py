@@ -94,10 +94,11 @@ def source_bundles() -> Path:
 
 
 def copy_bundle(name: str, target: Path) -> Path:
-    """A copy of a source bundle's files (configs, docs, licence; no weights or run outputs) at ``target``."""
+    """A copy of a source bundle's files (configs, docs text, licence) at ``target``: no weights, run outputs or
+    pictures (the docs' loss curves and sample grids show the shipped runs on real data, not the copy's)."""
     shutil.copytree(
         source_bundles() / name, target, dirs_exist_ok=True,
-        ignore=shutil.ignore_patterns("runs", "eval", "*.pt", "*.ts", "*.npz"),
+        ignore=shutil.ignore_patterns("runs", "eval", "*.pt", "*.ts", "*.npz", "*.png", "*.jpg"),
     )
     return target
 

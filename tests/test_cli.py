@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
+import pytest
 from PIL import Image
 
-from monai_dafgan.__main__ import main
+from monai_dafgan.__main__ import _load_library, build_parser, main
 
 
 def test_demo_then_summarize_and_preview(tmp_path, capsys):
@@ -57,6 +59,7 @@ def test_full_demo_trains_both_generators_and_synthesizes(tmp_path):
     assert main(args) == 0
     for name in ("dafgan_points2mask", "dafgan_mask2image"):
         assert (out / "bundles" / name / "models" / "model.pt").is_file()
+    assert not list((out / "bundles").rglob("docs/*.png"))  # the repository's real-data pictures are not the demo's
     from monai_dafgan.data import check_sample, load_consep
 
     samples = load_consep(out / "synthetic", "Train")
@@ -65,3 +68,48 @@ def test_full_demo_trains_both_generators_and_synthesizes(tmp_path):
         check_sample(sample)
         assert sample["image"].shape == (3, 128, 128)  # samples are windows of the 128 px toy tiles
     assert np.asarray(Image.open(out / "synthetic" / "preview.png")).shape[1] > 4 * 128
+
+
+def test_every_command_has_a_description_defaults_and_an_example(capsys):
+    commands = build_parser()._subparsers._group_actions[0].choices
+    assert set(commands) == {"demo", "summarize", "preview-points", "plot-losses", "synthesize", "assemble", "table1"}
+    for name, parser in commands.items():
+        text = parser.format_help()
+        assert parser.description and f"python -m monai_dafgan {name} " in text.split("example")[-1], name
+        for action in parser._actions:
+            if action.default not in (None, False, [], "==SUPPRESS==") and action.option_strings:
+                assert f"(default: {action.default})" in " ".join(text.split()), (name, action.dest)
+    assert "(default: 659)" in " ".join(commands["synthesize"].format_help().split())
+
+
+def test_a_preset_mismatch_is_a_few_lines_naming_the_flag(tmp_path, capsys):
+    assert main(["synthesize", "--preset", "paper", "--num-samples", "1", "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert "holds 'small' generators" in err and "--preset small" in err
+    assert len(err.strip().splitlines()) <= 3 and "size mismatch" not in err
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_library_built_from_data_is_saved_where_help_says_the_default_is(tmp_path, capsys):
+    from monai_dafgan.data import make_toy_consep
+
+    data = make_toy_consep(tmp_path / "toy", num_tiles=2, size=128)
+    bundle = tmp_path / "bundle"
+    with pytest.raises(FileNotFoundError, match="pass --data-dir"):
+        _load_library(bundle, None, "Train", [])
+    built = _load_library(bundle, data, "Train", [])
+    assert (bundle / "models" / "centroid_library.npz").is_file() and "saved the centroid library" in capsys.readouterr().out
+    assert _load_library(bundle, None, "Train", []).num_points == built.num_points
+
+
+def test_training_progress_logs_elapsed_time_and_eta(caplog):
+    from ignite.engine import Engine
+
+    from monai_dafgan.engines import LossProgressBar
+
+    engine = Engine(lambda engine, batch: {"g_loss": 1.0})
+    LossProgressBar(keys=["g_loss"], persist=False).attach(engine)
+    with caplog.at_level(logging.INFO):
+        engine.run([0, 1], max_epochs=3)
+    lines = [r.getMessage() for r in caplog.records if "ETA" in r.getMessage()]
+    assert len(lines) == 3 and lines[0].startswith("epoch 1/3: elapsed 0:0") and lines[-1].endswith("ETA 0:00")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.io
 
-from monai_dafgan.data import SlidingWindowCropDataset, check_sample, consep_file_list, merge_types
+from monai_dafgan.data import SlidingWindowCropDataset, check_sample, consep_file_list, merge_types, sample_points
 
 # Published facts about CoNSeP's Train split (27 tiles): 15,555 nuclei, merged-type histogram below.
 CONSEP_TRAIN_NUCLEI = 15555
@@ -19,20 +19,21 @@ def test_every_tile_matches_its_files(consep_dir, consep_train):
         check_sample(sample)
         mat = scipy.io.loadmat(f["label"])
         inst_type = merge_types(mat["inst_type"][:, 0])
-        assert len(sample["points"]) == len(inst_type), sample["name"]
-        np.testing.assert_array_equal(sample["points"][:, 2], inst_type)
+        points = sample_points(sample)
+        assert len(points) == len(inst_type), sample["name"]
+        np.testing.assert_array_equal(points[:, 2], inst_type)
         # (row, col) points against CoNSeP's (x, y) = (col, row) centroids
-        np.testing.assert_allclose(sample["points"][:, :2], mat["inst_centroid"][:, ::-1], atol=1e-3)
+        np.testing.assert_allclose(points[:, :2], mat["inst_centroid"][:, ::-1], atol=1e-3)
         # label_type holds each nucleus's inst_type; type_map pixels may disagree only where annotators mixed types
         inst = mat["inst_map"] > 0
-        agree = sample["label_type"][0][inst] == merge_types(mat["type_map"])[inst]
+        agree = np.asarray(sample["label_type"])[0][inst] == merge_types(mat["type_map"])[inst]
         assert agree.mean() >= 0.99, sample["name"]
         assert sample["image"].shape == (3, *mat["inst_map"].shape)
 
 
 def test_consep_train_counts(consep_train):
     names = {s["name"] for s in consep_train}
-    types = np.concatenate([s["points"][:, 2] for s in consep_train]).astype(int)
+    types = np.concatenate([sample_points(s)[:, 2] for s in consep_train]).astype(int)
     if names == {f"train_{i}" for i in range(1, 28)}:
         assert types.size == CONSEP_TRAIN_NUCLEI
         assert {t: int((types == t).sum()) for t in range(1, 5)} == CONSEP_TRAIN_TYPES

@@ -8,12 +8,14 @@ from monai.data import DataLoader, Dataset
 from monai.transforms import Compose
 
 from monai_dafgan.data import (
-    nuclei_collate,
+    LabelsToPointsd,
     SlidingWindowCropd,
     SlidingWindowCropDataset,
     check_sample,
     consep_file_list,
     crop_sample,
+    nuclei_collate,
+    sample_points,
     window_starts,
     write_consep_sample,
 )
@@ -71,8 +73,8 @@ def test_mirrored_crop_makes_new_instances():
     check_sample(c)
     # the original and its three mirror copies (above, left, diagonal) form one 6x4 block but are 4 instances
     assert (c["label_inst"][0] > 0).all() and c["label_inst"].max() == 4
-    np.testing.assert_allclose(sorted(map(tuple, c["points"][:, :2])), [(1, 0.5), (1, 2.5), (4, 0.5), (4, 2.5)])
-    assert set(c["points"][:, 2]) == {2}
+    np.testing.assert_allclose(sorted(map(tuple, sample_points(c)[:, :2])), [(1, 0.5), (1, 2.5), (4, 0.5), (4, 2.5)])
+    assert set(sample_points(c)[:, 2]) == {2}
     # symmetric mirroring of pixels: row -1 mirrors row 0
     img = np.arange(10 * 10 * 3, dtype=np.uint8).reshape(10, 10, 3)
     c = crop_sample(make_sample(img, LabelFile(np.zeros((10, 10), np.int64))), -1, 0, 3, 10)
@@ -86,14 +88,17 @@ def test_transform_returns_list_and_covers_tile():
     assert len(crops) == 3 * 3  # rows 0,16,24; cols 0,20,30
     for c in crops:
         check_sample(c)
-    # inside a MONAI pipeline: the crops of both tiles flatten into one batch; points stay one tensor per crop
+    # inside a MONAI pipeline: the crops of both tiles flatten into one batch with MONAI's default collate
     crops = SlidingWindowCropd(16)(s)
     assert len(crops) == 3 * 4  # rows 0,16,24; cols 0,16,32,34
     ds = Dataset([s, s], transform=Compose([SlidingWindowCropd(16)]))
+    batch = next(iter(DataLoader(ds, batch_size=2)))
+    assert tuple(batch["image"].shape) == (2 * 12, 3, 16, 16) and len(batch["name"]) == 24
+    # with points added per crop, nuclei_collate pads them to one tensor
+    ds = Dataset([s, s], transform=Compose([SlidingWindowCropd(16), LabelsToPointsd()]))
     batch = next(iter(DataLoader(ds, batch_size=2, collate_fn=nuclei_collate)))
-    assert tuple(batch["image"].shape) == (2 * 12, 3, 16, 16)
-    assert len(batch["points"]) == 24 and all(p.shape[1] == 3 for p in batch["points"])
-    assert [p.shape[0] for p in batch["points"]] == [len(c["points"]) for c in crops + crops]
+    counts = [len(sample_points(c)) for c in crops + crops]
+    assert batch["num_points"].tolist() == counts and tuple(batch["points"].shape) == (24, max(counts), 3)
 
 
 def test_dataset_in_memory_and_from_files(tmp_path):
@@ -106,5 +111,5 @@ def test_dataset_in_memory_and_from_files(tmp_path):
     for i in (0, 5, len(in_memory) - 1):
         a, b = in_memory[i], from_files[i]
         check_sample(b)
-        for key in ("image", "label_inst", "label_type", "points"):
+        for key in ("image", "label_inst", "label_type"):
             np.testing.assert_array_equal(a[key], b[key])

@@ -16,6 +16,7 @@ from monai_dafgan.data import (
     merge_types,
     nuclei_file_list,
     read_sample,
+    sample_points,
     write_consep_sample,
 )
 from monai_dafgan.data.io import LabelFile, make_sample
@@ -65,9 +66,9 @@ def test_read_mat_relabels_and_computes_points(tmp_path):
     assert set(np.unique(s["label_inst"])) == {0, 1, 2, 3}
     assert s["label_inst"][0, 4, 1] == 1 and s["label_inst"][0, 0, 5] == 2 and s["label_inst"][0, 3, 3] == 3
     # raw 2 -> 2, raw 6 -> 4, raw 4 -> 3
-    assert s["points"][:, 2].tolist() == [2, 4, 3]
+    assert sample_points(s)[:, 2].tolist() == [2, 4, 3]
     # centroids are (row, col): id 5 spans rows 0-1 (mean 0.5), cols 5-7 (mean 6)
-    np.testing.assert_allclose(s["points"][:, :2], [[4, 1], [0.5, 6], [4, 3.5]])
+    np.testing.assert_allclose(sample_points(s)[:, :2], [[4, 1], [0.5, 6], [4, 3.5]])
     np.testing.assert_array_equal(s["image"], _image().transpose(2, 0, 1).astype(np.float32))
     assert s["label_type"][0, 0, 5] == 4 and s["label_type"][0, 0, 0] == 0
 
@@ -79,10 +80,10 @@ def test_types_from_type_map_majority_and_default(tmp_path):
     type_map[INST == 2] = 1
     type_map[INST == 9] = 2
     s = make_sample(_image(), LabelFile(INST.astype(np.int64), type_map=type_map))
-    assert s["points"][:, 2].tolist() == [1, 3, 2]
+    assert sample_points(s)[:, 2].tolist() == [1, 3, 2]
     check_sample(s)
     s = make_sample(_image(), LabelFile(INST.astype(np.int64)), default_type=2)
-    assert s["points"][:, 2].tolist() == [2, 2, 2]
+    assert sample_points(s)[:, 2].tolist() == [2, 2, 2]
     with pytest.raises(ValueError, match="default_type"):
         make_sample(_image(), LabelFile(INST.astype(np.int64)), default_type=0)
 
@@ -91,7 +92,7 @@ def test_empty_label_is_valid(tmp_path):
     image_path, label_path = _write(tmp_path, inst_map=np.zeros((6, 8), np.int32), inst_type=np.zeros((0, 1)))
     s = read_sample(image_path, label_path)
     check_sample(s)
-    assert s["points"].shape == (0, 3) and s["label_inst"].max() == 0
+    assert sample_points(s).shape == (0, 3) and s["label_inst"].max() == 0
 
 
 @pytest.mark.parametrize(
@@ -153,7 +154,7 @@ def test_npy_and_16bit_png_instance_maps(tmp_path):
     for label, types in (("a.npy", [1, 1, 1]), ("b.npy", [3, 3, 3]), ("c.png", [1, 1, 1])):
         s = read_sample(image_path, tmp_path / label)
         check_sample(s)
-        assert s["points"][:, 2].tolist() == types, label
+        assert sample_points(s)[:, 2].tolist() == types, label
         assert s["label_inst"].max() == 3
     np.save(tmp_path / "bad.npy", np.zeros((6, 8, 3)))
     with pytest.raises(NucleiDataError, match=r"\(H, W, 2\)"):
@@ -165,11 +166,12 @@ def test_write_consep_sample_round_trip(tmp_path):
     s = read_sample(image_path, label_path)
     out_image, out_label = write_consep_sample(tmp_path / "out", s, name="copy")
     back = read_sample(out_image, out_label)
-    for key in ("image", "label_inst", "label_type", "points"):
+    for key in ("image", "label_inst", "label_type"):
         np.testing.assert_array_equal(back[key], s[key])
     mat = scipy.io.loadmat(out_label)
     assert mat["inst_type"].shape == (3, 1) and mat["inst_centroid"].shape == (3, 2)
-    np.testing.assert_allclose(mat["inst_centroid"], s["points"][:, [1, 0]])  # CoNSeP order (x, y)
+    np.testing.assert_allclose(mat["inst_centroid"], sample_points(s)[:, [1, 0]])
+    np.testing.assert_allclose(sample_points(back), sample_points(s))  # CoNSeP order (x, y)
     assert sorted(p.name for p in (tmp_path / "out").rglob("*")) == ["Images", "Labels", "copy.mat", "copy.png"]
 
 
@@ -179,7 +181,7 @@ def test_check_sample_catches_contract_breaks():
     for key, value, match in [
         ("image", s["image"].astype(np.float64), "float32"),
         ("label_inst", np.where(s["label_inst"] == 2, 7, s["label_inst"]).astype(np.int32), "without gaps"),
-        ("points", s["points"][:2], r"\(3, 3\)"),
+        ("points", sample_points(s)[:2], r"\(3, 3\)"),
         ("label_type", np.where(s["label_inst"] > 0, 0, 1).astype(np.int32), "exactly on instance pixels"),
     ]:
         with pytest.raises(ValueError, match=match):

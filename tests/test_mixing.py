@@ -48,7 +48,9 @@ def labelled(prefix: str, count: int) -> list[dict]:
 @pytest.mark.parametrize("seed", [0, 7])
 def test_mixed_layout_is_exact_and_stratified(fraction, seed):
     num_samples = 101
-    dataset = MixedNucleiDataset(labelled("r", 50), labelled("s", 500), fraction, num_samples=num_samples, seed=seed)
+    dataset = MixedNucleiDataset(
+        labelled("r", 50), labelled("s", 500), fraction, num_samples=num_samples, seed=seed, mark_synthetic=True
+    )
     flags = np.array([dataset.is_synthetic(i) for i in range(num_samples)])
     assert abs(flags.sum() - num_samples * fraction) < 1 and flags.sum() == dataset.num_synthetic
     window = 10
@@ -73,14 +75,18 @@ def test_mixed_default_length_uses_every_real_sample_once(fraction):
     assert fresh.isdisjoint(ids)  # the next epoch draws the next synthetic samples of the pool
 
 
-def test_mixed_applies_one_transform_to_both_and_flags_real_items():
+def test_mixed_applies_one_transform_to_both_and_flags_items_when_asked():
     def transform(item):
         return {**item, "seen": True}
 
-    dataset = MixedNucleiDataset(labelled("r", 4), [{"id": "s0", "synthetic": True}], 0.5, num_samples=2, transform=transform)
+    dataset = MixedNucleiDataset(
+        labelled("r", 4), labelled("s", 1), 0.5, num_samples=2, transform=transform, mark_synthetic=True
+    )
     items = [dataset[0], dataset[1]]
     assert all(item["seen"] for item in items)
-    assert sorted(item["synthetic"] for item in items) == [False, True]
+    assert sorted((item["synthetic"], item["id"]) for item in items) == [(False, "r0"), (True, "s0")]
+    unmarked = MixedNucleiDataset(labelled("r", 4), labelled("s", 1), 0.5, num_samples=2)
+    assert [set(unmarked[i]) for i in range(2)] == [{"id"}, {"id"}]  # exactly the keys the samples come with
     with pytest.raises(ValueError, match=r"synthetic_fraction must lie in \[0, 1\]"):
         MixedNucleiDataset(labelled("r", 4), labelled("s", 4), 1.5)
 

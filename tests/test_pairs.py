@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from monai_dafgan.data import make_toy_sample
+from monai_dafgan.data import make_toy_sample, sample_points
 from monai_dafgan.data.pairs import mask_to_image_pairs, points_to_mask_pairs
 from monai_dafgan.data.transforms import InstanceEdges, LabelsToPoints, LabelsToPointsd, TypeOneHot
 from monai_dafgan.points import RandPointFlip, points_to_maps
@@ -35,14 +35,14 @@ def test_instance_edges_separate_touching_nuclei():
 
 def test_labels_to_points_agrees_with_point_flip():
     sample = make_toy_sample(128, seed=3)
-    inst, types = sample["label_inst"], sample["label_type"]
+    inst, types = np.asarray(sample["label_inst"]), np.asarray(sample["label_type"])
     points, relabelled = LabelsToPoints()(inst, types)
-    np.testing.assert_allclose(points, sample["points"], atol=1e-4)
+    np.testing.assert_allclose(points, sample_points(sample), atol=1e-4)
     np.testing.assert_array_equal(relabelled, inst)
     # flipping the labels then recomputing gives the flipped points (as a set: ids get renumbered)
     flipped_points, _ = LabelsToPoints()(inst[:, ::-1, ::-1].copy(), types[:, ::-1, ::-1].copy())
     flip = RandPointFlip(prob=1.0)
-    expected, _ = flip(sample["points"], (128, 128))
+    expected, _ = flip(sample_points(sample), (128, 128))
     key = lambda p: np.lexsort((p[:, 1], p[:, 0]))  # noqa: E731
     np.testing.assert_allclose(flipped_points[key(flipped_points)], expected[key(expected)], atol=1e-3)
     out = LabelsToPointsd()({"label_inst": inst[:, :60, :60], "label_type": types[:, :60, :60]})
@@ -55,7 +55,7 @@ def test_points_to_mask_pairs_match_the_sample():
     assert set(pairs) == {"condition", "target", "name"}
     assert pairs["condition"].shape == (5, 128, 128) and pairs["target"].shape == (5, 128, 128)
     assert pairs["condition"].dtype == torch.float32 and type(pairs["target"]) is torch.Tensor
-    expected_map, _ = points_to_maps(sample["points"], (128, 128))
+    expected_map, _ = points_to_maps(sample_points(sample), (128, 128))
     np.testing.assert_array_equal(pairs["condition"].numpy(), expected_map)
     np.testing.assert_array_equal(pairs["target"].numpy().argmax(0), sample["label_type"][0])
 

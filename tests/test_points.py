@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from monai.data import DataLoader
 
+from monai_dafgan.data import LabelsToPointsd
 from monai_dafgan.data.io import LabelFile, make_sample
 from monai_dafgan.points import (
     CentroidLibrary,
@@ -101,7 +102,7 @@ def test_points_to_mapd_takes_size_from_reference_or_spatial_size():
     inst = np.zeros((12, 14), np.int64)
     inst[2:5, 3:6] = 1
     sample = make_sample(np.zeros((12, 14, 3), np.uint8), LabelFile(inst, inst_type=np.array([3])))
-    out = PointsToMapd()(sample)
+    out = PointsToMapd()(LabelsToPointsd()(sample))
     assert out["point_map"].shape == (5, 12, 14) and out["point_markers"][0, 3, 4] == 1
     out = PointsToMapd()({"points": np.array([[1, 1, 2]], np.float32), "spatial_size": (6, 7)})
     assert out["point_map"].shape == (5, 6, 7)
@@ -285,3 +286,24 @@ def test_point_set_dataset_is_a_function_of_seed_and_index(library):
     assert ds[2]["point_map"].shape == (5, 96, 96)
     with pytest.raises(IndexError):
         ds[6]
+
+
+def test_random_patch_takes_a_random_state_or_a_generator(library):
+    for make in (np.random.RandomState, np.random.default_rng):
+        a, b = (library.random_patch(make(3), (64, 80)) for _ in range(2))
+        np.testing.assert_array_equal(a, b)
+        assert a.shape[1] == 3 and (a[:, 0] < 64).all() and (a[:, 1] < 80).all() and (a[:, :2] >= 0).all()
+
+
+def test_point_set_dataset_min_nuclei_redraws_small_sets(library):
+    plain = PointSetDataset(library, 40, spatial_size=24, seed=0, draw_maps=False)
+    counts = [len(plain[i]["points"]) for i in range(len(plain))]
+    assert min(counts) < 3  # small windows: empty and near-empty sets, as in real data
+    at_least = PointSetDataset(library, 40, spatial_size=24, seed=0, draw_maps=False, min_nuclei=3)
+    for i, count in enumerate(counts):
+        points = at_least[i]["points"]
+        assert len(points) >= 3
+        if count >= 3:  # a first draw that qualifies is kept: the same item as without the option
+            np.testing.assert_array_equal(points, plain[i]["points"])
+    with pytest.raises(ValueError, match="min_nuclei=10000"):
+        PointSetDataset(library, 1, spatial_size=24, min_nuclei=10000, draw_maps=False)[0]

@@ -10,7 +10,7 @@ import torch
 from skimage.draw import ellipse as draw_ellipse
 from skimage.measure import regionprops
 
-from monai_dafgan.data import make_toy_sample
+from monai_dafgan.data import make_toy_sample, sample_points
 from monai_dafgan.data.conditions import mask_condition
 from monai_dafgan.data.instances import instance_ellipses
 from monai_dafgan.data.pairs import mask_to_image_pairs, points_to_mask_pairs
@@ -78,7 +78,7 @@ def test_library_measures_saves_and_draws_nucleus_shapes(tmp_path):
     for a, b in zip(library.shapes, loaded.shapes):
         np.testing.assert_array_equal(a, b)
     shapes = loaded.nucleus_shapes
-    points = samples[0]["points"]
+    points = sample_points(samples[0])
     drawn = shapes.draw_for(points)
     np.testing.assert_array_equal(drawn, shapes.draw_for(points.copy()))  # a function of the point set
     assert drawn.shape == (len(points), 3) and np.all((drawn[:, 2] >= 0) & (drawn[:, 2] < np.pi))
@@ -123,8 +123,8 @@ def test_training_pair_and_synthesis_give_g1_the_same_point_map(sample, encoding
     g1, g2 = DAFFGenerator(5, 5, output_activation=None, **TINY), DAFFGenerator(6, 3, **TINY)
     library = CentroidLibrary.from_samples([sample])
     synthesizer = NucleiSynthesizer(g1, g2, device="cpu", point_encoding=encoding, nucleus_shapes=library.nucleus_shapes)
-    real_shapes = instance_ellipses(np.asarray(sample["label_inst"])[0], len(sample["points"]))
-    point_maps, _ = synthesizer.encode_points([sample["points"]], 64, shapes=[real_shapes])
+    real_shapes = instance_ellipses(np.asarray(sample["label_inst"])[0], len(sample_points(sample)))
+    point_maps, _ = synthesizer.encode_points([sample_points(sample)], 64, shapes=[real_shapes])
     np.testing.assert_array_equal(pair["condition"].numpy(), point_maps[0])
 
 
@@ -147,6 +147,6 @@ def test_ellipse_synthesizer_needs_shapes_and_is_deterministic(sample):
         NucleiSynthesizer(g1, g2, device="cpu", point_encoding="star")
     shapes = CentroidLibrary.from_samples([sample]).nucleus_shapes
     synthesizer = NucleiSynthesizer(g1, g2, device="cpu", point_encoding="ellipse", nucleus_shapes=shapes)
-    a, b = (synthesizer.synthesize([sample["points"]], 64, return_intermediates=True)[0] for _ in range(2))
+    a, b = (synthesizer.synthesize([sample_points(sample)], 64, return_intermediates=True)[0] for _ in range(2))
     np.testing.assert_array_equal(a["point_map"], b["point_map"])
-    assert a["point_map"][1:].sum() > points_to_maps(sample["points"], (64, 64))[0][1:].sum()  # shapes, not dots
+    assert a["point_map"][1:].sum() > points_to_maps(sample_points(sample), (64, 64))[0][1:].sum()  # shapes, not dots

@@ -18,16 +18,23 @@ from monai.bundle import ConfigParser
 from monai.data import DataLoader
 from monai.transforms import Compose, RandFlipd, RandGaussianNoised
 
-from monai_dafgan.data import check_sample, make_toy_sample
+from monai_dafgan.data import check_sample, make_toy_sample, sample_points
 from monai_dafgan.networks import DAFFGenerator
 from monai_dafgan.points import CentroidLibrary, points_to_maps
-from monai_dafgan.synthesis import NucleiSynthesizer, SyntheticNucleiDataset, network_channels, recover_instances
+from monai_dafgan.synthesis import (
+    NucleiSynthesizer,
+    SyntheticNucleiDataset,
+    WeightMismatchError,
+    network_channels,
+    point_set_at,
+    recover_instances,
+)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(ngf=8, n_downsampling=2, n_blocks=1, local_enhancer=True, ngf_local=4, n_blocks_local=1, output_activation=None)
-SAMPLE_KEYS = {"image", "label_inst", "label_type", "points", "synthetic", "name"}
+SAMPLE_KEYS = {"image", "label_inst", "label_type", "name"}  # exactly a real sample's
 SIZE = 64
 
 
@@ -48,7 +55,7 @@ def library() -> CentroidLibrary:
 
 @pytest.fixture(scope="module")
 def toy_point_sets() -> list[np.ndarray]:
-    return [make_toy_sample(SIZE, seed=0, index=i)["points"] for i in range(3)]
+    return [sample_points(make_toy_sample(SIZE, seed=0, index=i)) for i in range(3)]
 
 
 # ---------------------------------------------------------------------------------------------- instance recovery
@@ -143,12 +150,13 @@ def test_synthesize_gives_contract_samples_independent_of_batching(synthesizer, 
     assert len(samples) == 3
     for i, (sample, requested) in enumerate(zip(samples, toy_point_sets)):
         check_sample(sample)
-        assert sample["synthetic"] is True and sample["name"] == f"synthetic_{i}"
+        assert "synthetic" not in sample and sample["name"] == f"synthetic_{i}"
         assert sample["point_map"].shape == (5, SIZE, SIZE) and sample["probabilities"].shape == (5, SIZE, SIZE)
         np.testing.assert_allclose(sample["probabilities"].sum(0), 1.0, atol=1e-5)
         np.testing.assert_array_equal(sample["requested_points"], requested)
         assert sample["kept"].sum() == len(sample["points"]) <= len(requested)
         np.testing.assert_array_equal(sample["points"][:, 2], requested[sample["kept"], 2])
+        np.testing.assert_allclose(sample_points({k: v for k, v in sample.items() if k != "points"}), sample["points"])
     one_by_one = NucleiSynthesizer(synthesizer.points_to_mask, synthesizer.mask_to_image, device="cpu", batch_size=1)
     again = one_by_one.synthesize_one(toy_point_sets[2], SIZE, name="x")
     assert set(again) == SAMPLE_KEYS and again["name"] == "x"
@@ -246,7 +254,8 @@ def test_from_bundles_builds_the_inference_networks(generator_bundles, library):
     assert synthesizer.points_to_mask.config["out_channels"] == 5 and synthesizer.radius == 2
     assert synthesizer.point_encoding == "ellipse"
     check_sample(synthesizer.synthesize_one(np.array([[10, 12, 3]], np.float32), 32))
-    with pytest.raises(ValueError, match="does not fit the network.*overrides"):
+    expected = r"holds .* generators with baseline=False, but the config asks for .*baseline True\. Pass overrides="
+    with pytest.raises(WeightMismatchError, match=expected):
         NucleiSynthesizer.from_bundles(*generator_bundles, device="cpu", overrides={"baseline": True}, nucleus_shapes=library.nucleus_shapes)
 
 
@@ -305,7 +314,7 @@ def assert_same_samples(a: list[dict], b: list[dict]) -> None:
     assert len(a) == len(b)
     for x, y in zip(a, b):
         assert x.keys() == y.keys() and x["name"] == y["name"]
-        for key in ("label_inst", "label_type", "points"):
+        for key in ("label_inst", "label_type"):
             np.testing.assert_array_equal(np.asarray(x[key]), np.asarray(y[key]), err_msg=key)
         np.testing.assert_allclose(np.asarray(x["image"]), np.asarray(y["image"]), atol=1e-3)
 
@@ -329,7 +338,7 @@ def test_dataset_items_identical_across_runs_and_worker_counts(synthesizer, libr
     assert_same_samples(first, list(loader))
     dataset.set_epoch(1)  # another epoch: other augmentation, same synthetic sample
     moved = dataset[0]
-    np.testing.assert_array_equal(moved["points"], first[0]["points"])
+    np.testing.assert_array_equal(sample_points(moved)[:, 2], sample_points(first[0])[:, 2])  # flips keep ids
     assert not np.allclose(moved["image"], first[0]["image"])
 
 
@@ -369,10 +378,16 @@ def test_dataset_point_source_as_a_sequence(synthesizer, toy_point_sets):
     from_arrays = SyntheticNucleiDataset(synthesizer, 3, SIZE, point_source=toy_point_sets)
     from_dicts = SyntheticNucleiDataset(synthesizer, 3, SIZE, point_source=as_dicts)
     assert_same_samples([from_arrays[2]], [from_dicts[2]])
-    assert from_arrays[2]["points"].shape[0] <= len(toy_point_sets[2])
+    assert len(sample_points(from_arrays[2])) <= len(toy_point_sets[2])
     with pytest.raises(ValueError, match="fewer than num_samples=4"):
         SyntheticNucleiDataset(synthesizer, 4, SIZE, point_source=toy_point_sets)
     with pytest.raises(ValueError, match="point_source is required"):
         SyntheticNucleiDataset(synthesizer, 4, SIZE)
     with pytest.raises(ValueError, match="too small"):
         SyntheticNucleiDataset(synthesizer, 3, 8, point_source=toy_point_sets)
+
+
+def test_dataset_min_nuclei_asks_for_point_sets_that_large(synthesizer, library):
+    dataset = SyntheticNucleiDataset(synthesizer, 6, SIZE, seed=0, point_source=library, min_nuclei=4)
+    assert all(len(point_set_at(dataset.point_source, i)) >= 4 for i in range(6))
+    check_sample(dataset[0])

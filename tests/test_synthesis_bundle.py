@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from monai_dafgan.__main__ import main
-from monai_dafgan.data import check_sample, load_consep, make_toy_sample
+from monai_dafgan.data import check_sample, load_consep, make_toy_sample, sample_points
 from monai_dafgan.networks import DAFFGenerator
 from monai_dafgan.points import CentroidLibrary
 from monai_dafgan.synthesis import (
@@ -68,7 +68,7 @@ def test_assemble_both_pairs_into_one_bundle(tmp_path, library):
         assert all(v.dtype == torch.float16 for v in stored.values() if v.is_floating_point())
         expected = {k: v.half().float() for k, v in torch.load(g1_path).items()}
         torch.testing.assert_close(synthesizer.points_to_mask.state_dict(), expected)
-        sample = synthesizer.synthesize_one(make_toy_sample(64, seed=0, index=0)["points"], 64)
+        sample = synthesizer.synthesize_one(sample_points(make_toy_sample(64, seed=0, index=0)), 64)
         check_sample(sample)
     with pytest.raises(ValueError, match="same --preset and --baseline"):
         assemble_synthesis_bundle(tmp_path / "mixed", daff[0], p2p[1], library, point_encoding="disk")
@@ -110,7 +110,7 @@ def test_shipped_bundle_synthesizes_without_data(tmp_path, baseline):
     assert len(samples) == 2 and (out / "preview.png").is_file()
     for sample in samples:
         check_sample(sample)
-        assert len(sample["points"]) > 0 and 40 < float(np.mean(sample["image"])) < 250
+        assert len(sample_points(sample)) > 0 and 40 < float(np.mean(sample["image"])) < 250
 
 
 def test_shipped_generators_in_a_dataset():

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 import pytest
 from skimage.measure import label, regionprops
 
 from monai_dafgan.data import toy
-from monai_dafgan.data.io import check_sample, read_sample
+from monai_dafgan.data.io import check_sample, read_sample, sample_points
 from monai_dafgan.data.toy import make_toy_consep, make_toy_sample
 from monai_dafgan.data.types import NUM_TYPES
 
 SIZE = 256
 NUM_TILES = 4
-ARRAY_KEYS = ("image", "label_inst", "label_type", "points")
+ARRAY_KEYS = ("image", "label_inst", "label_type")
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +45,8 @@ def _instance_props(samples):
     """(type, area, eccentricity, number of 4-connected pieces) of every instance of the samples."""
     rows = []
     for sample in samples:
-        types = sample["points"][:, 2].astype(int)
-        for region in regionprops(sample["label_inst"][0]):
+        types = sample_points(sample)[:, 2].astype(int)
+        for region in regionprops(np.asarray(sample["label_inst"])[0]):
             pieces = label(region.image, connectivity=1).max()
             rows.append((types[region.label - 1], region.area, region.eccentricity, pieces))
     return np.array(rows, dtype=np.float64)
@@ -63,7 +64,7 @@ def test_read_back_equals_generated_sample(toy_root, toy_samples):
     _assert_same_samples(read, toy_samples)
     for sample in toy_samples:
         check_sample(sample)
-        assert sample["image"].shape == (3, SIZE, SIZE) and sample["image"].dtype == np.float32
+        assert sample["image"].shape == (3, SIZE, SIZE) and sample["image"].dtype == torch.float32
         assert 0 <= sample["image"].min() and sample["image"].max() <= 255
         np.testing.assert_array_equal(sample["image"], np.rint(sample["image"]))
 
@@ -76,7 +77,7 @@ def test_deterministic_and_independent_of_num_tiles(tmp_path, toy_root):
 
 
 def test_density_touching_and_all_types(toy_samples):
-    counts = np.array([np.bincount(s["points"][:, 2].astype(int), minlength=NUM_TYPES + 1)[1:] for s in toy_samples])
+    counts = np.array([np.bincount(sample_points(s)[:, 2].astype(int), minlength=NUM_TYPES + 1)[1:] for s in toy_samples])
     assert np.all(counts.sum(axis=0) > 0), counts  # every type appears
     assert np.all((counts.sum(axis=1) >= 40) & (counts.sum(axis=1) <= 160)), counts
     touching = 0

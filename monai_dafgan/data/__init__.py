@@ -12,15 +12,28 @@ from .datasets import (
     load_nuclei_folder,
     nuclei_file_list,
 )
-from .io import NucleiDataError, atomic_write, check_sample, make_sample, read_label_file, read_rgb_image, read_sample, write_consep_sample
+from .io import (
+    NucleiDataError,
+    atomic_write,
+    check_sample,
+    contract_sample,
+    make_sample,
+    read_label_file,
+    read_rgb_image,
+    read_sample,
+    sample_points,
+    write_consep_sample,
+)
 from .stain import RandHEDJitter, RandHEDJitterd
 from .toy import make_toy_consep, make_toy_sample
+from .transforms import LabelsToPointsd
 from .types import NUM_TYPES, TYPE_COLORS, TYPE_NAMES, merge_types
 
 __all__ = [
     "NUM_TYPES",
     "TYPE_COLORS",
     "TYPE_NAMES",
+    "LabelsToPointsd",
     "LoadNucleiSampled",
     "NucleiDataError",
     "RandHEDJitter",
@@ -30,6 +43,7 @@ __all__ = [
     "atomic_write",
     "check_sample",
     "consep_file_list",
+    "contract_sample",
     "crop_sample",
     "evenly_spaced_subset",
     "image_files",
@@ -44,6 +58,7 @@ __all__ = [
     "read_label_file",
     "read_rgb_image",
     "read_sample",
+    "sample_points",
     "window_starts",
     "write_consep_sample",
 ]

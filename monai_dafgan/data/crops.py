@@ -3,7 +3,8 @@
 Windows start at ``-pad`` and step by ``stride``; a last window flush with the far edge (``length + pad``) is added
 when the steps do not reach it, so every pixel is covered. Outside the tile, pixels are mirrored (numpy's
 ``"symmetric"`` mode, any width); a mirrored nucleus is a new instance, never the same id as its original.
-Instances of a crop are renumbered 1..K and its ``points`` recomputed from what the crop shows.
+Instances of a crop are renumbered 1..K (and ``points``, when the sample carries them, recomputed from what the
+crop shows).
 
 Settings of the DAFF-GAN paper and of HoVer-Net on 1000x1000 CoNSeP tiles:
 
@@ -24,7 +25,8 @@ from monai.transforms.traits import MultiSampleTrait
 from PIL import Image
 
 from .datasets import LoadNucleiSampled
-from .instances import instance_centroids, relabel_sequential, types_of_instances
+from .instances import instance_points, relabel_sequential
+from .io import contract_sample
 
 
 def window_starts(length: int, window: int, stride: int, pad: int = 0) -> list[int]:
@@ -49,8 +51,8 @@ def _mirror_index(start: int, size: int, length: int) -> tuple[np.ndarray, np.nd
 def crop_sample(sample: Mapping, top: int, left: int, height: int, width: int) -> dict:
     """Crop a sample to the window with corner (``top``, ``left``) and the given size, mirroring outside the tile.
 
-    Keys other than ``image``, ``label_inst``, ``label_type`` and ``points`` are copied; ``name`` gets the
-    suffix ``_y<top>_x<left>``.
+    Returns a sample of the data contract (``MetaTensor`` s); keys other than ``image``, ``label_inst``,
+    ``label_type`` and ``points`` (recomputed when present) are copied; ``name`` gets the suffix ``_y<top>_x<left>``.
     """
     image, inst, types = sample["image"], np.asarray(sample["label_inst"])[0], np.asarray(sample["label_type"])[0]
     rows, row_copy = _mirror_index(top, height, inst.shape[0])
@@ -61,17 +63,14 @@ def crop_sample(sample: Mapping, top: int, left: int, height: int, width: int) -
         inst_crop = np.where(inst_crop > 0, inst_crop + copy * (int(inst.max()) + 1), 0)
     inst_crop, _ = relabel_sequential(inst_crop)
     type_crop = types[np.ix_(rows, cols)].astype(np.int32)
-    k = int(inst_crop.max(initial=0))
-    points = np.concatenate([instance_centroids(inst_crop, k), types_of_instances(inst_crop, type_crop, k)[:, None]], 1)
     out = {key: value for key, value in sample.items() if key not in ("image", "label_inst", "label_type", "points")}
-    out.update(
-        image=np.ascontiguousarray(np.asarray(image)[:, rows][:, :, cols]),
-        label_inst=inst_crop[None],
-        label_type=type_crop[None],
-        points=points.astype(np.float32).reshape(k, 3),
-    )
-    if "name" in out:
-        out["name"] = f"{out['name']}_y{top}_x{left}"
+    out.update(contract_sample(np.asarray(image)[:, rows][:, :, cols], inst_crop[None], type_crop[None]))
+    if "points" in sample:
+        out["points"] = instance_points(inst_crop, type_crop)
+    if "name" in sample:
+        out["name"] = f"{sample['name']}_y{top}_x{left}"
+    else:
+        del out["name"]
     return out
 
 

@@ -84,7 +84,7 @@ class LoadNucleiSampled(MapTransform):
     """Load the image and label file named in a file dict into a sample (the package's data contract).
 
     Turns ``{"image": path, "label": path, "name": str, ...}`` into ``{"image": (3, H, W) float32,
-    "label_inst": (1, H, W) int32, "label_type": (1, H, W) int32, "points": (K, 3) float32, "name": str, ...}``;
+    "label_inst": (1, H, W) int32, "label_type": (1, H, W) int32, "name": str, ...}`` (``MetaTensor`` s);
     other keys pass through. Use it as the first transform of a ``monai.data.Dataset``.
 
     Args:

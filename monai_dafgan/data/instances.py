@@ -89,6 +89,15 @@ def types_of_instances(inst_map: np.ndarray, type_map: np.ndarray, num_instances
     return types[1:]
 
 
+def instance_points(inst_map: np.ndarray, type_map: np.ndarray, num_instances: int | None = None) -> np.ndarray:
+    """(K, 3) float32 ``(row, col, type)`` of ids 1..K of a 2-D map: the pixel-mean centroid
+    (:func:`instance_centroids`) and the type read off ``type_map`` (:func:`types_of_instances`). Row ``k - 1`` is
+    id ``k``; this is how every nucleus centroid of a sample is defined."""
+    k = int(inst_map.max(initial=0)) if num_instances is None else num_instances
+    types = types_of_instances(inst_map, type_map, k)
+    return np.concatenate([instance_centroids(inst_map, k), types[:, None]], axis=1).astype(np.float32).reshape(k, 3)
+
+
 def instance_ellipses(inst_map: np.ndarray, num_instances: int | None = None) -> np.ndarray:
     """The moment ellipse of ids 1..K of a 2-D map, as (K, 3) float64 ``(major, minor, orientation)``.
 

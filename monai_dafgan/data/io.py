@@ -1,6 +1,7 @@
 """Reading and writing nuclei samples: H&E images and instance/type label files.
 
-A *sample* is the package's data contract (see DESIGN.md), a dict of numpy arrays:
+A *sample* is the package's data contract (see DESIGN.md), a dict of MONAI ``MetaTensor`` s (what ``LoadImaged``
+gives) with fixed shapes, so MONAI's default ``list_data_collate`` and ``decollate_batch`` handle it:
 
 ==============  ============  =========  ==================================================
 key             shape         dtype      values
@@ -8,12 +9,16 @@ key             shape         dtype      values
 ``image``       (3, H, W)     float32    RGB, 0..255
 ``label_inst``  (1, H, W)     int32      0 background, 1..K instances
 ``label_type``  (1, H, W)     int32      0 background, 1..4 merged types
-``points``      (K, 3)        float32    (row, col, type) of each nucleus centroid
 ``name``        str                      sample name (file stem)
 ==============  ============  =========  ==================================================
 
-Instances are always numbered 1..K with no gap, and row ``k - 1`` of ``points`` describes instance ``k``. The type of
-every instance is uniform over its pixels, and ``label_type`` is zero outside instances.
+Instances are always numbered 1..K with no gap. The type of every instance is uniform over its pixels, and
+``label_type`` is zero outside instances. Functions that read samples accept numpy arrays as well.
+
+Nucleus centroids are not a key of the sample: their number differs from one sample to the next, which no default
+collate can batch. They are a function of the labels: :func:`sample_points` gives the (K, 3) float32 ``(row, col,
+type)`` array whose row ``k - 1`` is instance ``k``, and :class:`~monai_dafgan.data.transforms.LabelsToPointsd` adds
+it as ``points`` inside a transform chain (batch such samples with :func:`~monai_dafgan.data.nuclei_collate`).
 
 Label files may be ``.mat`` (CoNSeP: ``inst_map`` required; ``inst_type``, ``type_map`` optional), ``.npy``
 ((H, W) instance map, or (H, W, 2) instance and type maps) or single-channel 8/16/32-bit ``.png``/``.tif``
@@ -32,9 +37,11 @@ from pathlib import Path
 
 import numpy as np
 import scipy.io
+import torch
+from monai.utils import convert_to_tensor
 from PIL import Image
 
-from .instances import instance_centroids, instance_majority_types, relabel_sequential
+from .instances import instance_majority_types, instance_points, relabel_sequential
 from .types import NUM_TYPES, TypeScheme, merge_types
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -210,15 +217,36 @@ def make_sample(
         raise NucleiDataError(source, f"{untyped.size} instance(s) without a type (ids {shown}).")
 
     lut = np.concatenate([[0], types]).astype(np.int32)
-    centroids = instance_centroids(inst, k)
-    points = np.concatenate([centroids, types[:, None]], axis=1).astype(np.float32)
+    return contract_sample(image.transpose(2, 0, 1).astype(np.float32), inst[None], lut[inst][None], name)
+
+
+def contract_sample(image, label_inst, label_type, name: str = "") -> dict:
+    """A sample (see the module docstring) from its three arrays: ``image`` (3, H, W) 0..255, ``label_inst`` and
+    ``label_type`` (1, H, W), numpy or torch, converted to float32 / int32 ``MetaTensor`` s. Does not validate
+    (:func:`check_sample` does)."""
     return {
-        "image": np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32),
-        "label_inst": inst[None],
-        "label_type": lut[inst][None],
-        "points": points.reshape(k, 3),
+        "image": _meta_tensor(image, torch.float32),
+        "label_inst": _meta_tensor(label_inst, torch.int32),
+        "label_type": _meta_tensor(label_type, torch.int32),
         "name": name,
     }
+
+
+def _meta_tensor(array, dtype: torch.dtype):
+    if isinstance(array, np.ndarray):
+        array = np.ascontiguousarray(array)
+    return convert_to_tensor(array, dtype=dtype, track_meta=True)
+
+
+def sample_points(sample: Mapping) -> np.ndarray:
+    """(K, 3) float32 ``(row, col, type)`` of the pixel-mean centroid of every nucleus of ``sample`` (row ``k - 1``
+    is instance ``k``), from its ``label_inst`` and ``label_type``; ``sample["points"]`` when the sample carries
+    them (e.g. after :class:`~monai_dafgan.data.transforms.LabelsToPointsd`)."""
+    if "points" in sample:
+        return np.asarray(sample["points"], dtype=np.float32).reshape(-1, 3)
+    inst = np.asarray(sample["label_inst"])
+    inst = inst.reshape(inst.shape[-2:]).astype(np.int64)
+    return instance_points(inst, np.asarray(sample["label_type"]).reshape(inst.shape).astype(np.int64))
 
 
 def read_sample(
@@ -239,8 +267,8 @@ def write_consep_sample(root: str | os.PathLike, sample: dict, name: str | None 
     """Write a sample in CoNSeP layout: ``root/Images/<name>.png`` and ``root/Labels/<name>.mat``.
 
     The ``.mat`` holds ``inst_map`` (H, W), ``type_map`` (H, W), ``inst_type`` (K, 1) and ``inst_centroid`` (K, 2)
-    in CoNSeP's (x, y) = (column, row) order, all merged types. Each file is written to a temporary name and
-    renamed, so a reader never sees half a file.
+    in CoNSeP's (x, y) = (column, row) order, all merged types, instance ids renumbered 1..K. Each file is written
+    to a temporary name and renamed, so a reader never sees half a file.
 
     Returns:
         the image and label paths.
@@ -254,9 +282,8 @@ def write_consep_sample(root: str | os.PathLike, sample: dict, name: str | None 
         raise ValueError(f"sample image must be (3, H, W), got {image.shape}.")
     inst = np.asarray(sample["label_inst"]).reshape(image.shape[1:]).astype(np.int32)
     type_map = np.asarray(sample["label_type"]).reshape(image.shape[1:]).astype(np.int32)
-    points = np.asarray(sample["points"], dtype=np.float64).reshape(-1, 3)
-    if points.shape[0] != int(inst.max(initial=0)):
-        raise ValueError(f"sample has {points.shape[0]} points but {int(inst.max(initial=0))} instances.")
+    inst = relabel_sequential(inst)[0]
+    points = instance_points(inst, type_map).astype(np.float64)
     rgb = np.clip(np.rint(image.transpose(1, 2, 0)), 0, 255).astype(np.uint8)
     mat = {
         "inst_map": inst,
@@ -295,14 +322,14 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
 def check_sample(sample: Mapping) -> None:
     """Check that ``sample`` follows the data contract (module docstring); raise ``ValueError`` saying what is off.
 
-    Checks keys, shapes, dtypes, value ranges, ids 1..K without gaps, one type per instance, and that ``points``
-    has one row per instance with that instance's type. Use it on any source of samples, real or synthetic.
+    Checks keys, shapes, dtypes (tensors or numpy arrays), value ranges, ids 1..K without gaps, one type per
+    instance, and, when the sample carries ``points``, that they have one row per instance with that instance's type.
+    Use it on any source of samples, real or synthetic.
     """
-    missing = [k for k in ("image", "label_inst", "label_type", "points") if k not in sample]
+    missing = [k for k in ("image", "label_inst", "label_type") if k not in sample]
     if missing:
         raise ValueError(f"sample lacks keys {missing}.")
-    image, inst = np.asarray(sample["image"]), np.asarray(sample["label_inst"])
-    types, points = np.asarray(sample["label_type"]), np.asarray(sample["points"])
+    image, inst, types = (np.asarray(sample[k]) for k in ("image", "label_inst", "label_type"))
     if image.ndim != 3 or image.shape[0] != 3 or image.dtype != np.float32:
         raise ValueError(f"image must be (3, H, W) float32, got {image.shape} {image.dtype}.")
     if image.size and (image.min() < 0 or image.max() > 255):
@@ -313,13 +340,16 @@ def check_sample(sample: Mapping) -> None:
     k = int(inst.max(initial=0))
     if inst.min(initial=0) < 0 or np.count_nonzero(np.bincount(inst.ravel(), minlength=k + 1)[1:]) != k:
         raise ValueError(f"label_inst ids must be 1..K without gaps (max id {k}).")
-    if points.shape != (k, 3) or points.dtype != np.float32:
-        raise ValueError(f"points must be ({k}, 3) float32 for {k} instances, got {points.shape} {points.dtype}.")
     if types.min(initial=0) < 0 or types.max(initial=0) > NUM_TYPES or np.any((types > 0) != (inst > 0)):
         raise ValueError(f"label_type must be 1..{NUM_TYPES} exactly on instance pixels and 0 elsewhere.")
     per_instance = np.zeros(k + 1, dtype=np.int64)
     per_instance[inst.ravel()] = types.ravel()
     if np.any(per_instance[inst] != types):
         raise ValueError("an instance has more than one type in label_type.")
+    if "points" not in sample:
+        return
+    points = np.asarray(sample["points"])
+    if points.shape != (k, 3) or points.dtype != np.float32:
+        raise ValueError(f"points must be ({k}, 3) float32 for {k} instances, got {points.shape} {points.dtype}.")
     if np.any(points[:, 2].astype(np.int64) != per_instance[1:]):
         raise ValueError("points types differ from the types of their instances in label_type.")

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 
 from .instances import instance_areas
+from .io import sample_points
 from .types import NUM_TYPES, TYPE_NAMES
 
 
@@ -24,7 +25,7 @@ def dataset_summary(samples: Iterable[Mapping]) -> dict:
     types_all, areas_all = [], []
     for sample in samples:
         inst = np.asarray(sample["label_inst"])[0]
-        points = np.asarray(sample["points"]).reshape(-1, 3)
+        points = sample_points(sample)
         per_tile.append(points.shape[0])
         pixels += inst.size
         types_all.append(points[:, 2].astype(np.int64))

@@ -42,7 +42,7 @@ from scipy.spatial import cKDTree
 from skimage.measure import label as label_same_value_regions
 
 from .instances import instance_centroids, relabel_sequential
-from .io import write_consep_sample
+from .io import contract_sample, write_consep_sample
 from .types import NUM_TYPES
 
 __all__ = ["MIN_TILE_SIZE", "NUCLEUS_KINDS", "NucleusKind", "make_toy_consep", "make_toy_sample"]
@@ -585,8 +585,7 @@ def make_toy_sample(size: int | Sequence[int] = 256, seed: int = 0, index: int =
 
     Returns:
         ``{"image": (3, H, W) float32 integral 0..255, "label_inst": (1, H, W) int32 1..K, "label_type":
-        (1, H, W) int32 1..4, "points": (K, 3) float32 (row, col, type) of each instance's pixel-mean centroid,
-        "name": str}``.
+        (1, H, W) int32 1..4, "name": str}``, as ``MetaTensor`` s.
     """
     height, width = _tile_size(size)
     for what, value in (("seed", seed), ("index", index)):
@@ -597,16 +596,7 @@ def make_toy_sample(size: int | Sequence[int] = 256, seed: int = 0, index: int =
     builder.place_nuclei()
     image = builder.render()
     inst = builder.label_inst
-    k = int(inst.max(initial=0))
-    type_lut = builder.type_lut
-    points = np.concatenate([builder.centroids, type_lut[1:, None]], axis=1).astype(np.float32)
-    return {
-        "image": image,
-        "label_inst": inst[None].astype(np.int32),
-        "label_type": type_lut[inst][None].astype(np.int32),
-        "points": points.reshape(k, 3),
-        "name": f"toy_{index}" if name is None else name,
-    }
+    return contract_sample(image, inst[None], builder.type_lut[inst][None], f"toy_{index}" if name is None else name)
 
 
 def _check_path_part(what: str, value: str) -> None:

@@ -5,7 +5,8 @@
   both sides of every boundary (pix2pixHD's edge map), so touching nuclei stay apart in the mask-to-image
   generator's input.
 - :class:`LabelsToPoints`: (label_inst, label_type) -> (K, 3) points, recomputed after spatial augmentation so
-  that points always match the labels they came with.
+  that points always match the labels they came with; its dict twin is how a sample gets ``points`` (they are not
+  a key of the data contract, see :mod:`monai_dafgan.data.io`).
 - :class:`InstanceEllipsesd`: (label_inst) -> (K, 3) moment ellipses of its instances, row for row with the points
   (the shapes of the shape-aware point encoding).
 """
@@ -20,7 +21,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, Transform
 from monai.utils import convert_to_numpy
 
-from .instances import instance_centroids, instance_ellipses, relabel_sequential, types_of_instances
+from .instances import instance_ellipses, instance_points, relabel_sequential
 from .types import NUM_TYPES
 
 
@@ -70,9 +71,7 @@ class LabelsToPoints(Transform):
     def __call__(self, label_inst, label_type) -> tuple[np.ndarray, np.ndarray]:
         inst, _ = relabel_sequential(convert_to_numpy(label_inst).astype(np.int64).reshape(convert_to_numpy(label_inst).shape[-2:]))
         types = convert_to_numpy(label_type).astype(np.int64).reshape(inst.shape)
-        k = int(inst.max(initial=0))
-        points = np.concatenate([instance_centroids(inst, k), types_of_instances(inst, types, k)[:, None]], axis=1)
-        return points.astype(np.float32).reshape(k, 3), inst[None].astype(np.int32)
+        return instance_points(inst, types), inst[None].astype(np.int32)
 
 
 class TypeOneHotd(MapTransform):
@@ -104,7 +103,10 @@ class InstanceEdgesd(MapTransform):
 
 
 class LabelsToPointsd(MapTransform):
-    """Dict twin of :class:`LabelsToPoints`: rewrites ``points`` and renumbers ``label_inst`` from the labels."""
+    """Dict twin of :class:`LabelsToPoints`: rewrites ``points`` and renumbers ``label_inst`` from the labels.
+
+    Samples with ``points`` hold (K, 3) rows with a K of their own, which MONAI's default collate cannot stack (nor
+    its suggested ``pad_list_data_collate``): batch them with ``collate_fn=monai_dafgan.data.nuclei_collate``."""
 
     def __init__(self, inst_key: Hashable = "label_inst", type_key: Hashable = "label_type", points_key: Hashable = "points"):
         super().__init__([inst_key, type_key])

@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import random
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -305,10 +306,13 @@ class GanImageGrid:
 
 
 class LossProgressBar:
-    """A progress bar over each epoch showing ``keys`` of the output (ignite's ``ProgressBar``)."""
+    """A progress bar over each epoch showing ``keys`` of the output (ignite's ``ProgressBar``) and, after each
+    epoch, a log line with the run's elapsed time and an estimate of the time left (from the mean epoch time of
+    this run, so a resumed run estimates from its own epochs)."""
 
     def __init__(self, keys: Sequence[str] = (GanOutputKeys.G_LOSS, GanOutputKeys.D_LOSS), persist: bool = True):
         self.keys, self.persist = tuple(keys), persist
+        self._start: tuple[float, int] | None = None
 
     def attach(self, engine: Engine) -> None:
         from ignite.handlers import ProgressBar
@@ -320,6 +324,28 @@ class LossProgressBar:
             return {k: output[k] for k in keys if k in output}
 
         ProgressBar(persist=self.persist).attach(engine, output_transform=shown)
+        engine.add_event_handler(Events.STARTED, self._started)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._log_eta)
+
+    def _started(self, engine: Engine) -> None:
+        self._start = (time.monotonic(), engine.state.epoch)
+
+    def _log_eta(self, engine: Engine) -> None:
+        if self._start is None:
+            return
+        elapsed, done = time.monotonic() - self._start[0], engine.state.epoch - self._start[1]
+        left = engine.state.max_epochs - engine.state.epoch
+        engine.logger.info(
+            f"epoch {engine.state.epoch}/{engine.state.max_epochs}: elapsed {format_duration(elapsed)}, "
+            f"ETA {format_duration(elapsed / max(done, 1) * left)}"
+        )
+
+
+def format_duration(seconds: float) -> str:
+    """``h:mm:ss`` (``m:ss`` under an hour) of a duration in seconds."""
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def loss_terms(output: dict) -> dict[str, float]:

@@ -11,6 +11,9 @@ from .encoding import DEFAULT_RADIUS, points_to_maps
 from .library import CentroidLibrary
 from .transforms import RandPointSetAugmentd
 
+#: Draws :class:`PointSetDataset` makes for one item before giving up on ``min_nuclei``.
+MAX_DRAWS = 100
+
 
 class PointSetDataset(Dataset):
     """Map-style dataset of random point sets: a random library patch, randomised by ``augment``, then drawn.
@@ -34,6 +37,12 @@ class PointSetDataset(Dataset):
         radius: disk radius of the point maps.
         draw_maps: whether to add the maps.
         transform: applied to each item last.
+        min_nuclei: the fewest points an item may have: a set with fewer is drawn again (window and
+            randomisation), still as a pure function of (``seed``, ``i``). 0 keeps every draw, as real windows hold
+            empty and one-point sets too.
+
+    Raises:
+        ValueError: (on access) no set of ``min_nuclei`` points in :data:`MAX_DRAWS` draws.
     """
 
     def __init__(
@@ -46,6 +55,7 @@ class PointSetDataset(Dataset):
         radius: float = DEFAULT_RADIUS,
         draw_maps: bool = True,
         transform: Callable | None = None,
+        min_nuclei: int = 0,
     ):
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
@@ -55,17 +65,32 @@ class PointSetDataset(Dataset):
         self.spatial_size = (int(size[0]), int(size[1]))
         self.seed, self.radius, self.draw_maps = int(seed), radius, draw_maps
         self.augment = RandPointSetAugmentd(library) if augment is None else augment
+        if min_nuclei < 0:
+            raise ValueError(f"min_nuclei must be >= 0, got {min_nuclei}.")
+        self.min_nuclei = int(min_nuclei)
 
     def _transform(self, index: int) -> dict:
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} samples.")
         rng = np.random.RandomState([self.seed, index])
+        for _ in range(MAX_DRAWS):
+            item = self._draw(rng)
+            if len(item["points"]) >= self.min_nuclei:
+                break
+        else:
+            raise ValueError(
+                f"no point set of at least min_nuclei={self.min_nuclei} points in {MAX_DRAWS} draws of "
+                f"{self.spatial_size[0]}x{self.spatial_size[1]} windows: lower min_nuclei or enlarge the windows."
+            )
+        if self.draw_maps:
+            item["point_map"], item["point_markers"] = points_to_maps(item["points"], item["spatial_size"], self.radius)
+        return item if self.transform is None else self.transform(item)
+
+    def _draw(self, rng: np.random.RandomState) -> dict:
         tile, top, left = self.library.random_window(rng, self.spatial_size)
         item = {"points": self.library.crop(tile, top, left, self.spatial_size), "spatial_size": self.spatial_size}
         if hasattr(self.augment, "set_random_state"):
             self.augment.set_random_state(seed=int(rng.randint(np.iinfo(np.uint32).max, dtype=np.uint32)))
         item = dict(self.augment(item))
         item["source"] = self.library.names[tile]
-        if self.draw_maps:
-            item["point_map"], item["point_markers"] = points_to_maps(item["points"], item["spatial_size"], self.radius)
-        return item if self.transform is None else self.transform(item)
+        return item

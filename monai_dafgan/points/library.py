@@ -12,6 +12,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from ..data.instances import instance_ellipses
+from ..data.io import sample_points
 from ..data.types import NUM_TYPES
 from .shapes import NucleusShapes
 
@@ -108,7 +109,7 @@ class CentroidLibrary:
     def from_samples(cls, samples: Iterable[Mapping]) -> CentroidLibrary:
         """Build from samples of the data contract (e.g. :func:`monai_dafgan.data.load_consep`)."""
         samples = list(samples)
-        points = [np.asarray(s["points"]).reshape(-1, 3) for s in samples]
+        points = [sample_points(s) for s in samples]
         inst = [np.asarray(s["label_inst"]).reshape(np.asarray(s["label_inst"]).shape[-2:]) for s in samples]
         return cls(
             points,
@@ -125,8 +126,10 @@ class CentroidLibrary:
         return sum(len(p) for p in self.points)
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write to a ``.npz`` file (positions, types, nucleus shapes, tile sizes and names; no images)."""
+        """Write to a ``.npz`` file (positions, types, nucleus shapes, tile sizes and names; no images), creating
+        its folder."""
         extra = {} if self.shapes is None else {"shapes": np.concatenate(self.shapes)}
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(
             path,
             points=np.concatenate(self.points),
@@ -150,18 +153,22 @@ class CentroidLibrary:
         inside = (p[:, 0] >= top) & (p[:, 0] < top + h) & (p[:, 1] >= left) & (p[:, 1] < left + w)
         return (p[inside] - np.array([top, left, 0], np.float32)).astype(np.float32)
 
-    def random_window(self, rng: np.random.RandomState, size: Sequence[int]) -> tuple[int, int, int]:
-        """A uniformly random window position ``(tile, top, left)`` over all tiles large enough for ``size``."""
+    def random_window(
+        self, rng: np.random.RandomState | np.random.Generator, size: Sequence[int]
+    ) -> tuple[int, int, int]:
+        """A uniformly random window position ``(tile, top, left)`` over all tiles large enough for ``size``;
+        ``rng`` is a numpy ``RandomState`` (as MONAI's ``self.R``) or ``Generator`` (``np.random.default_rng``)."""
         h, w = size
+        integer = rng.integers if isinstance(rng, np.random.Generator) else rng.randint
         room = np.array([max(th - h + 1, 0) * max(tw - w + 1, 0) for th, tw in self.sizes], dtype=np.float64)
         if room.sum() == 0:
             raise ValueError(f"no library tile is large enough for a {h}x{w} window (largest {max(self.sizes)}).")
         tile = int(rng.choice(len(room), p=room / room.sum()))
         th, tw = self.sizes[tile]
-        return tile, int(rng.randint(0, th - h + 1)), int(rng.randint(0, tw - w + 1))
+        return tile, int(integer(0, th - h + 1)), int(integer(0, tw - w + 1))
 
-    def random_patch(self, rng: np.random.RandomState, size: Sequence[int]) -> np.ndarray:
-        """The points of a uniformly random library window of ``size``."""
+    def random_patch(self, rng: np.random.RandomState | np.random.Generator, size: Sequence[int]) -> np.ndarray:
+        """The points of a uniformly random library window of ``size`` (``rng``: a ``RandomState`` or ``Generator``)."""
         tile, top, left = self.random_window(rng, size)
         return self.crop(tile, top, left, size)
 

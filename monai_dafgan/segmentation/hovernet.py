@@ -12,7 +12,8 @@ The chain follows the MONAI model-zoo bundle ``pathology_nuclei_segmentation_cla
 - the image is resampled bilinearly by the affine (the bundle uses nearest for everything), labels stay nearest;
 - Gaussian noise has std up to 0.05 * 255 on the 0..255 image, HoVer-Net's own setting (the bundle's 0.05 on a
   0..255 image does nothing visible);
-- ``points`` is dropped (an affine moves nuclei, and its varying length cannot be collated);
+- ``points``, when a sample carries them, are dropped (an affine moves nuclei, and their varying length cannot be
+  collated);
 - inputs smaller than ``patch_size`` are zero-padded (image and labels) instead of failing at the network.
 
 Input is a sample of the data contract (:mod:`monai_dafgan.data.io`), real or synthetic alike; the output is what
@@ -483,8 +484,8 @@ class SaveNucleiPredictions:
             name = item.get("name") or f"image_{engine.state.iteration}_{index}"
             image = convert_to_numpy(output["image"]).astype(np.float32) * (255.0 / self.image_max)
             types = convert_to_numpy(output["type_map"]).reshape(1, *image.shape[1:])
-            points, inst = LabelsToPoints()(output["inst_map"], types)
-            sample = {"image": image, "label_inst": inst, "label_type": types, "points": points}
+            _, inst = LabelsToPoints()(output["inst_map"], types)  # ids 1..K, as the written files have them
+            sample = {"image": image, "label_inst": inst, "label_type": types}
             write_consep_sample(self.output_dir, sample, name=name)
             if self.overlays:
                 save_png(overlay_nuclei(image, inst, types), self.output_dir / "overlays" / f"{name}.png")

@@ -151,7 +151,7 @@ def assemble_synthesis_bundle(
     if not config.is_file():
         shutil.copytree(
             Path(template) if template is not None else shipped_synthesis_bundle(), target, dirs_exist_ok=True,
-            ignore=shutil.ignore_patterns("runs", "eval", "*.pt", "*.npz"),
+            ignore=shutil.ignore_patterns("runs", "eval", "*.pt", "*.npz", "*.png", "*.jpg"),  # not these generators' pictures
         )  # fmt: skip
     parser = ConfigParser()
     parser.read_config(str(config))

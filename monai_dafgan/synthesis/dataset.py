@@ -39,9 +39,10 @@ class SyntheticNucleiDataset(Dataset):
     """Synthetic nuclei samples made on demand by a :class:`NucleiSynthesizer`, as a map-style MONAI dataset.
 
     Item ``i`` is ``synthesizer.synthesize_one(point set i)``: a sample with exactly the keys of a real sample
-    (``image`` (3, H, W) float32 0..255, ``label_inst`` and ``label_type`` (1, H, W) int32, ``points`` (K, 3)
-    float32, ``name``) plus ``synthetic: True``, so a transform chain written for real data applies unchanged.
-    ``transform`` is applied last.
+    (``image`` (3, H, W) float32 0..255, ``label_inst`` and ``label_type`` (1, H, W) int32, as ``MetaTensor`` s,
+    and ``name``), so a transform chain written for real data applies unchanged and MONAI's default collate and
+    ``decollate_batch`` work. ``transform`` is applied last. To batch it with real samples, both must have the same
+    spatial size (e.g. crops of real tiles of ``spatial_size``).
 
     Determinism: item ``i`` is a pure function of (``seed``, ``i``), identical across runs, DataLoader worker counts
     and processes. The point set comes from ``PointSetDataset(library, num_samples, spatial_size, seed)[i]`` (or
@@ -66,6 +67,9 @@ class SyntheticNucleiDataset(Dataset):
         point_source: a :class:`~monai_dafgan.points.CentroidLibrary` (point sets are then
             ``PointSetDataset(library, num_samples, spatial_size, seed)`` with its default randomisation), or any
             indexable of at least ``num_samples`` point sets ((K, 3) arrays or dicts with ``points``).
+        min_nuclei: with a library, the fewest points of a requested point set (see
+            :class:`~monai_dafgan.points.PointSetDataset`); a sample can still hold fewer nuclei where G1 draws no
+            nucleus for a point. 0 keeps empty and one-point sets, as real windows have them.
     """
 
     def __init__(
@@ -76,6 +80,7 @@ class SyntheticNucleiDataset(Dataset):
         seed: int = 0,
         transform: Callable | None = None,
         point_source: CentroidLibrary | Sequence | None = None,
+        min_nuclei: int = 0,
     ):
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
@@ -86,7 +91,9 @@ class SyntheticNucleiDataset(Dataset):
         self.spatial_size = synthesizer.check_spatial_size(spatial_size)
         self.seed, self.epoch = int(seed), 0
         if isinstance(point_source, CentroidLibrary):
-            point_source = PointSetDataset(point_source, num_samples, self.spatial_size, self.seed, draw_maps=False)
+            point_source = PointSetDataset(
+                point_source, num_samples, self.spatial_size, self.seed, draw_maps=False, min_nuclei=min_nuclei
+            )
         elif len(point_source) < num_samples:
             raise ValueError(
                 f"point_source holds {len(point_source)} point sets, fewer than num_samples={num_samples}."

@@ -44,6 +44,7 @@ def write_synthetic_dataset(
     batch_size: int | None = None,
     preview: bool = True,
     progress: bool = True,
+    min_nuclei: int = 0,
 ) -> Path:
     """Synthesise ``num_samples`` samples and write them as ``<output_dir>/<split>/Images/<prefix>_<i>.png`` and
     ``Labels/<prefix>_<i>.mat`` (CoNSeP keys: inst_map, type_map, inst_type, inst_centroid; merged types).
@@ -51,6 +52,7 @@ def write_synthetic_dataset(
     Sample ``i`` is a pure function of (``seed``, ``i``) (its point set is ``PointSetDataset(library, ...,
     seed)[i - 1]``), so a run that stopped can be repeated and yields the same files. Each file is written
     atomically. With ``preview``, ``<output_dir>/preview.png`` shows the first samples as point map | mask | image.
+    ``min_nuclei`` is the fewest points of a requested point set (see :class:`~monai_dafgan.points.PointSetDataset`).
 
     Returns:
         ``<output_dir>/<split>``.
@@ -59,7 +61,7 @@ def write_synthetic_dataset(
         raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
     size = (spatial_size, spatial_size) if np.isscalar(spatial_size) else tuple(spatial_size)
     synthesizer.check_spatial_size(size)  # fail before any work
-    points = PointSetDataset(library, num_samples, size, seed=seed, draw_maps=False)
+    points = PointSetDataset(library, num_samples, size, seed=seed, draw_maps=False, min_nuclei=min_nuclei)
     root = Path(output_dir) / split
     batch = batch_size or synthesizer.batch_size
     width = len(str(num_samples))

@@ -14,16 +14,16 @@ Two forms, each a one-line change to a MONAI ``SupervisedTrainer`` setup:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from fractions import Fraction
 from typing import Any
 
 import torch
-from monai.data import Dataset
+from monai.data import Dataset, list_data_collate
 from monai.engines.utils import default_prepare_batch
 from monai.transforms import apply_transform
 
-from ..data.collate import nuclei_collate
 from ..points.dataset import PointSetDataset
 from ..points.library import CentroidLibrary
 from .dataset import derived_seed, point_set_at, seed_transform
@@ -54,10 +54,17 @@ class MixedNucleiDataset(Dataset):
     of ``L`` consecutive indices holds ``L * f`` of them within one, and the layout is a pure function of ``seed``.
     The ``r``-th real index maps to ``real[r % len(real)]``; the ``s``-th synthetic index to
     ``synthetic[(s + epoch * S) % len(synthetic)]`` (``S`` synthetic indices in all), so with a synthetic pool
-    larger than ``S`` every epoch (:meth:`set_epoch`) draws fresh synthetic samples.
+    larger than ``S`` every epoch (:meth:`set_epoch`) draws fresh synthetic samples; a smaller pool is cycled, each
+    synthetic sample then appearing about ``S / len(synthetic)`` times per epoch (:attr:`reuse`; a warning says so).
+    E.g. 432 real crops with ``synthetic_fraction=0.38`` give 697 items of which 265 synthetic: a pool of 64 is
+    reused about 4 times; give the synthetic dataset ``num_samples >= 265`` for fresh samples.
 
-    Every item gets a ``synthetic`` flag (False for real samples that lack it), so real and synthetic items collate
-    together; then ``transform`` (the same chain for both) is applied, reseeded from (``seed``, epoch, ``i``).
+    With ``mark_synthetic`` every item gets a bool ``synthetic`` key (True for synthetic items), so a batch tells
+    which rows are synthetic; by default items keep exactly the keys they come with. Then ``transform`` (the same
+    chain for both) is applied, reseeded from (``seed``, epoch, ``i``). Real and synthetic items are batched
+    together, so they must have the same spatial size after ``transform``: crop real tiles to the synthetic size
+    (e.g. ``SlidingWindowCropDataset(tiles, window=256)`` for 256x256 synthetic samples); known sizes are checked
+    here.
 
     Args:
         real: indexable of real samples (data contract), e.g. a ``monai.data.Dataset`` with ``LoadNucleiSampled``.
@@ -67,6 +74,11 @@ class MixedNucleiDataset(Dataset):
             (``len(synthetic)`` when the fraction is 1).
         seed: seed of the layout and of the transform.
         transform: applied to every item, real or synthetic, last.
+        mark_synthetic: add the ``synthetic`` flag to every item.
+
+    Raises:
+        ValueError: an empty source with a fraction that needs it, or real and synthetic spatial sizes that are
+            known (``SlidingWindowCropDataset``, ``SyntheticNucleiDataset``) and differ.
     """
 
     def __init__(
@@ -77,8 +89,10 @@ class MixedNucleiDataset(Dataset):
         num_samples: int | None = None,
         seed: int = 0,
         transform: Callable | None = None,
+        mark_synthetic: bool = False,
     ):
         self.fraction = _fraction(synthetic_fraction, "synthetic_fraction")
+        self.mark_synthetic = bool(mark_synthetic)
         self.seed, self.epoch = int(seed), 0
         self.phase = Fraction(derived_seed(self.seed, 1), 2**32)
         if self.fraction < 1 and len(real) == 0:
@@ -92,6 +106,25 @@ class MixedNucleiDataset(Dataset):
         super().__init__(data=range(num_samples), transform=transform)
         self.real, self.synthetic = real, synthetic
         self.num_synthetic = self._synthetic_before(num_samples)
+        real_size, synthetic_size = _known_spatial_size(real), _known_spatial_size(synthetic)
+        if 0 < self.fraction < 1 and None not in (real_size, synthetic_size) and real_size != synthetic_size:
+            raise ValueError(
+                f"real samples are {real_size[0]}x{real_size[1]} but synthetic ones {synthetic_size[0]}x"
+                f"{synthetic_size[1]}: they cannot be batched together. Crop the real tiles to the synthetic size "
+                f"(SlidingWindowCropDataset(tiles, window={synthetic_size[0]})) or synthesise at the real size."
+            )
+        if self.num_synthetic > len(synthetic):
+            warnings.warn(
+                f"MixedNucleiDataset draws {self.num_synthetic} synthetic items per epoch from {len(synthetic)} "
+                f"synthetic samples: each is reused about {self.reuse:.1f} times per epoch. Give the synthetic "
+                f"dataset num_samples >= {self.num_synthetic} for fresh samples.",
+                stacklevel=2,
+            )
+
+    @property
+    def reuse(self) -> float:
+        """Mean number of times each synthetic sample appears in one epoch."""
+        return self.num_synthetic / len(self.synthetic) if len(self.synthetic) else 0.0
 
     def _synthetic_before(self, index: int) -> int:
         """Synthetic indices among 0..index-1."""
@@ -123,11 +156,23 @@ class MixedNucleiDataset(Dataset):
             raise IndexError(f"index {index} out of range for {len(self)} samples.")
         synthetic, source_index = self.source_of(index)
         item = dict((self.synthetic if synthetic else self.real)[source_index])
-        item.setdefault("synthetic", synthetic)
+        if self.mark_synthetic:
+            item["synthetic"] = synthetic
         if self.transform is None:
             return item
         seed_transform(self.transform, self.seed, self.epoch, index)
         return apply_transform(self.transform, item)
+
+
+def _known_spatial_size(dataset: Any) -> tuple[int, int] | None:
+    """The (H, W) of every item of a dataset whose items all have one known size, else None."""
+    size = getattr(dataset, "spatial_size", None)  # SyntheticNucleiDataset
+    if size is None and hasattr(dataset, "cropper"):  # SlidingWindowCropDataset
+        size = dataset.cropper.window
+    transform = getattr(dataset, "transform", None)
+    if size is None or (transform is not None and getattr(transform, "transforms", None) != ()):  # a chain may crop
+        return None
+    return (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
 
 
 def _batch_size(batch: Mapping, key: str) -> int:
@@ -200,16 +245,19 @@ class SyntheticBatchMixer:
         fraction: synthetic samples per real sample (``"append"``, >= 0) or share of each batch (``"replace"``,
             in [0, 1]).
         mode: ``"append"`` or ``"replace"``.
-        sample_transform: applied to each synthetic sample (dict of numpy arrays) before collation.
+        sample_transform: applied to each synthetic sample (a sample of the data contract) before collation.
         prepare_batch: the trainer's usual ``prepare_batch``, called on the mixed batch.
         seed: seed of the point sets and of ``sample_transform``.
         spatial_size: size of the synthesised samples; default: the spatial shape of the real batch's ``image``
             (right when the real chain keeps the loaded size).
-        collate_fn: collates the transformed synthetic samples (default :func:`monai_dafgan.data.nuclei_collate`:
-            ``list_data_collate`` with ragged ``points`` as a list). Only keys of the real batch are kept.
+        collate_fn: collates the transformed synthetic samples (default MONAI's ``list_data_collate``; use
+            :func:`monai_dafgan.data.nuclei_collate` when ``sample_transform`` adds ``points``). Only keys of the
+            real batch are kept.
         image_key: the batch key whose first dimension is the batch size.
         num_types: the nucleus types the trained model expects (e.g. 4 for HoVer-Net with 5 classes); a synthesizer
             with another number is refused up front, before any batch. ``None`` skips the check.
+        min_nuclei: with a ``CentroidLibrary``, the fewest points of a requested point set (see
+            :class:`~monai_dafgan.points.PointSetDataset`).
     """
 
     def __init__(
@@ -222,9 +270,10 @@ class SyntheticBatchMixer:
         prepare_batch: Callable = default_prepare_batch,
         seed: int = 0,
         spatial_size: int | Sequence[int] | None = None,
-        collate_fn: Callable = nuclei_collate,
+        collate_fn: Callable = list_data_collate,
         image_key: str = "image",
         num_types: int | None = None,
+        min_nuclei: int = 0,
     ):
         if num_types is not None and int(synthesizer.num_types) != int(num_types):
             raise ValueError(
@@ -243,7 +292,7 @@ class SyntheticBatchMixer:
         self.sample_transform, self.prepare_batch = sample_transform, prepare_batch
         self.seed, self.collate_fn, self.image_key = int(seed), collate_fn, image_key
         self.spatial_size = None if spatial_size is None else synthesizer.check_spatial_size(spatial_size)
-        self.num_real_seen, self.num_synthesized = 0, 0
+        self.num_real_seen, self.num_synthesized, self.min_nuclei = 0, 0, int(min_nuclei)
         self._point_streams: dict[tuple[int, int], PointSetDataset] = {}
 
     def state_dict(self) -> dict:
@@ -268,7 +317,7 @@ class SyntheticBatchMixer:
             return point_set_at(self.point_source, index % len(self.point_source))
         if spatial_size not in self._point_streams:
             self._point_streams[spatial_size] = PointSetDataset(
-                self.point_source, _ENDLESS, spatial_size, self.seed, draw_maps=False
+                self.point_source, _ENDLESS, spatial_size, self.seed, draw_maps=False, min_nuclei=self.min_nuclei
             )
         return self._point_streams[spatial_size][index]["points"]
 

@@ -47,18 +47,20 @@ from monai.bundle import ConfigParser
 from torch import nn
 
 from ..data.conditions import mask_condition, unit_range_to_image
+from ..data.io import contract_sample
 from ..data.pairs import POINT_ENCODINGS
 from ..data.types import NUM_TYPES
 from ..points.encoding import DEFAULT_RADIUS, points_to_maps, validate_points
 from ..points.library import CentroidLibrary
 from ..points.shapes import NucleusShapes
-from .bundle import CENTROID_LIBRARY, synthesis_weight_files
+from .bundle import CENTROID_LIBRARY, generator_settings, synthesis_weight_files
 from .instances import DEFAULT_MIN_AREA, recover_instances
 
 __all__ = [
     "MASK_TO_IMAGE_WEIGHTS",
     "POINTS_TO_MASK_WEIGHTS",
     "NucleiSynthesizer",
+    "WeightMismatchError",
     "load_bundle_network",
     "network_channels",
     "resolve_device",
@@ -125,8 +127,50 @@ def _bundle_parser(bundle: Path, config_file: str, overrides: Mapping[str, Any] 
     return parser
 
 
+class WeightMismatchError(ValueError):
+    """Trained weights that do not fit the network a bundle config builds, in a few lines: what the weights are
+    (preset, baseline; read off their shapes) and what the config asked for.
+
+    Attributes:
+        weights: the weight file.
+        found: ``{"preset", "baseline"}`` of the weights, or None when they fit no preset.
+        configured: the config's ``{"preset", "baseline"}`` (values it does not set are None).
+    """
+
+    def __init__(self, weights: Path, key: str, found: dict | None, configured: dict, details: str):
+        self.weights, self.key, self.found, self.configured = Path(weights), key, found, configured
+        self.details = details
+        super().__init__(self.describe(_override_hint))
+
+    def describe(self, hint) -> str:
+        """The message, with ``hint({"preset": ..., "baseline": ...})`` saying how to ask for the weights' settings
+        (as overrides for the Python API, as flags for the command line)."""
+        asked = ", ".join(f"{k} {v!r}" for k, v in self.configured.items() if v is not None) or "its defaults"
+        if self.found is None:
+            return (f"{self.weights} does not fit the network of config key {self.key!r} ({asked}) nor any preset "
+                    f"of DAFFGenerator ({self.details}).")
+        return (f"{self.weights} holds {self.found['preset']!r} generators with baseline={self.found['baseline']}, "
+                f"but the config asks for {asked}. {hint(self.found)}")
+
+
+def _override_hint(found: Mapping) -> str:
+    return f"Pass overrides={{'preset': {found['preset']!r}, 'baseline': {found['baseline']}}}."
+
+
+def _mismatch_summary(network: nn.Module, state: Mapping[str, torch.Tensor]) -> str:
+    """One line about how ``state`` misses ``network``, instead of ``load_state_dict``'s line per parameter."""
+    expected = network.state_dict()
+    missing, unexpected = len(expected.keys() - state.keys()), len(state.keys() - expected.keys())
+    reshaped = sum(1 for k in expected.keys() & state.keys() if expected[k].shape != state[k].shape)
+    return f"{missing} missing, {unexpected} unexpected and {reshaped} differently shaped parameters"
+
+
 def load_bundle_network(parser: ConfigParser, key: str, weights: Path) -> nn.Module:
-    """Build the network of config ``key`` on the CPU and load the plain state dict ``weights`` into it."""
+    """Build the network of config ``key`` on the CPU and load the plain state dict ``weights`` into it.
+
+    Raises:
+        WeightMismatchError: weights of another preset or kind (pix2pixHD baseline or not) than the config's.
+    """
     if key not in parser:
         raise KeyError(f"the bundle config has no key {key!r}.")
     network = parser.get_parsed_content(key, instantiate=True)
@@ -137,11 +181,13 @@ def load_bundle_network(parser: ConfigParser, key: str, weights: Path) -> nn.Mod
         raise ValueError(f"{weights} holds a {type(state).__name__}, expected a plain state dict.")
     try:
         network.load_state_dict(state)
-    except RuntimeError as err:
-        raise ValueError(
-            f"{weights} does not fit the network of config key {key!r}: were the generators trained with other "
-            f"settings (preset, baseline)? Pass them as overrides, e.g. overrides={{'preset': 'paper'}}.\n{err}"
-        ) from err
+    except RuntimeError:
+        try:
+            found = {k: v for k, v in generator_settings(state).items() if k in ("preset", "baseline")}
+        except ValueError:
+            found = None
+        configured = {k: (parser.get_parsed_content(k) if k in parser else None) for k in ("preset", "baseline")}
+        raise WeightMismatchError(weights, key, found, configured, _mismatch_summary(network, state)) from None
     return network
 
 
@@ -427,16 +473,18 @@ class NucleiSynthesizer:
             point_sets: (K, 3) arrays of (row, col, type), types 1..T, inside the ``spatial_size`` window.
             spatial_size: int or (H, W).
             names: one name per point set (default ``synthetic_<i>``).
-            return_intermediates: also return ``point_map`` (T+1, H, W), ``point_markers`` (1, H, W),
+            return_intermediates: also return ``points`` (K', 3) (the kept nuclei's centroids),
+                ``point_map`` (T+1, H, W), ``point_markers`` (1, H, W),
                 ``probabilities`` (T+1, H, W) (G1's softmax), ``requested_points`` (K, 3) and ``kept`` (K,) bool,
                 for preview grids (point map | mask | image) and diagnostics.
             shapes: with the ellipse encoding, one (K, 3) ``(major, minor, orientation)`` array (or None: drawn
                 from ``nucleus_shapes``) per point set.
 
         Returns:
-            one sample per point set, in order: ``image`` (3, H, W) float32 0..255, ``label_inst`` and ``label_type``
-            (1, H, W) int32, ``points`` (K', 3) float32 (K' <= K: points whose nucleus G1 did not draw are dropped),
-            ``synthetic`` True and ``name``. Each passes :func:`monai_dafgan.data.check_sample`.
+            one sample per point set, in order, with exactly the keys of a real sample (the data contract,
+            :mod:`monai_dafgan.data.io`): ``image`` (3, H, W) float32 0..255, ``label_inst`` and ``label_type``
+            (1, H, W) int32 as ``MetaTensor`` s, and ``name``. Each passes :func:`monai_dafgan.data.check_sample`.
+            Its nuclei are the requested points whose nucleus G1 drew (K' <= K; ``sample_points`` gives them).
 
         Raises:
             ValueError: a spatial size the generators cannot take, or a point set outside the window or with
@@ -461,16 +509,10 @@ class NucleiSynthesizer:
             labels = self.recover(probabilities, markers, requested)
             images = self.render_images(labels)
             for i, (label, image) in enumerate(zip(labels, images)):
-                sample = {
-                    "image": image,
-                    "label_inst": label["label_inst"],
-                    "label_type": label["label_type"],
-                    "points": label["points"],
-                    "synthetic": True,
-                    "name": names[start + i],
-                }
+                sample = contract_sample(image, label["label_inst"], label["label_type"], names[start + i])
                 if return_intermediates:
                     sample.update(
+                        points=label["points"],
                         point_map=point_maps[i],
                         point_markers=markers[i],
                         probabilities=probabilities[i],
