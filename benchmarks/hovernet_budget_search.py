@@ -37,7 +37,8 @@ SCORES = ("dice", "aji", "dq", "sq", "pq")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", type=Path, default=os.environ.get("CONSEP_DIR"), required=not os.environ.get("CONSEP_DIR"))
+    consep = os.environ.get("CONSEP_DIR")
+    parser.add_argument("--data-dir", type=Path, default=consep, required=not consep, help="CoNSeP root (CONSEP_DIR)")
     parser.add_argument("--tag", required=True, help="name of the run in the log")
     parser.add_argument("--encoder", default="resnet18")
     parser.add_argument("--patch", type=int, default=160, help="network input side")
@@ -66,7 +67,9 @@ def main() -> None:
     network = build_hovernet(args.encoder, 5, patch_size=args.patch, out_size=args.out_size)
     optimizer = torch.optim.Adam(network.parameters(), lr=args.lr, weight_decay=1e-5)
     if args.schedule == "onecycle":
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=args.iters, pct_start=0.15)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=args.lr, total_steps=args.iters, pct_start=0.15
+        )
     else:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     loss_function = HoVerNetLoss(lambda_hv_mse=args.hv_weight)

@@ -140,7 +140,8 @@ def load_protocol(path: str | os.PathLike, **overrides: Any) -> dict:
     ``points2mask``/``mask2image`` mappings for one of them), ``synthesis`` (overrides of the synthesis bundle
     config), ``hovernet`` (overrides of the HoVer-Net train config; its ``synthetic_ratio`` applies to the synthetic
     conditions), ``postprocess`` (overrides of the evaluate config's post-processing, e.g. ``keep_unmarked``; part
-    of each evaluation set's key), ``checkpoint`` (``model.pt``: final weights, or ``best_model.pt``: best on the validation tiles,
+    of each evaluation set's key), ``checkpoint`` (``model.pt``: final weights, or ``best_model.pt``: best on the
+    validation tiles,
     which must then not be the evaluated tiles), ``results_dir`` (run records; default ``<out>/records``),
     ``keep_weights`` (a folder where each run's weights are kept as ``<identity>.pt``; default none),
     ``reuse_other_code`` (default false: a record made with other code, by the fingerprints of the modules and
@@ -170,7 +171,9 @@ def load_protocol(path: str | os.PathLike, **overrides: Any) -> dict:
     for name, spec in conditions.items():
         extra = set(spec or {}) - _CONDITION_KEYS
         if extra:
-            raise ValueError(f"{path}: condition {name!r} has unknown keys {sorted(extra)} (known: {sorted(_CONDITION_KEYS)}).")
+            raise ValueError(
+                f"{path}: condition {name!r} has unknown keys {sorted(extra)} (known: {sorted(_CONDITION_KEYS)})."
+            )
         if protocol["train_tiles"] and (spec or {}).get("synthesis_bundle") == "shipped":
             raise ValueError(
                 f"{path}: condition {name!r} uses the shipped generators, which were trained on all non-holdout tiles, "
@@ -184,7 +187,9 @@ def load_protocol(path: str | os.PathLike, **overrides: Any) -> dict:
     for entry in [entries] if isinstance(entries, Mapping) else entries:
         extra = set(entry) - _EVALUATION_KEYS
         if extra:
-            raise ValueError(f"{path}: evaluation set has unknown keys {sorted(extra)} (known: {sorted(_EVALUATION_KEYS)}).")
+            raise ValueError(
+                f"{path}: evaluation set has unknown keys {sorted(extra)} (known: {sorted(_EVALUATION_KEYS)})."
+            )
         if protocol["checkpoint"] == "best_model.pt" and entry.get("tiles") == "holdout":
             raise ValueError(
                 f"{path}: best_model.pt is chosen on the holdout tiles, which are also the evaluated tiles here; use "
@@ -300,7 +305,8 @@ def run_study(protocol: Mapping, out: str | os.PathLike) -> dict:
     sets = evaluation_sets(protocol)
     set_keys = {
         s["name"]: config_key({
-            "data": files_fingerprint(_set_files(s)), "center_crop": s["center_crop"], "postprocess": protocol["postprocess"],
+            "data": files_fingerprint(_set_files(s)), "center_crop": s["center_crop"],
+            "postprocess": protocol["postprocess"],
         }) for s in sets  # fmt: skip
     }
     conditions = {name: dict(spec) if spec else None for name, spec in protocol["conditions"].items()}
@@ -313,7 +319,8 @@ def run_study(protocol: Mapping, out: str | os.PathLike) -> dict:
     synthesis_bundles: dict[str, Path] = {}
     synthesis_configs: dict[str, dict] = {}
     synthesis_code = code_fingerprint([
-        *_SYNTHESIS_CODE, *(bundles / b / "configs" for b in GENERATOR_BUNDLES), bundles / "dafgan_nuclei_synthesis" / "configs",
+        *_SYNTHESIS_CODE, *(bundles / b / "configs" for b in GENERATOR_BUNDLES),
+        bundles / "dafgan_nuclei_synthesis" / "configs",
     ])  # fmt: skip
     for name, spec in conditions.items():
         if spec is None:
@@ -324,7 +331,8 @@ def run_study(protocol: Mapping, out: str | os.PathLike) -> dict:
             source = shipped_synthesis_bundle() if ready == "shipped" else Path(ready).resolve()
             synthesis = _ready_synthesis(source, out / "synthesis" / _slug(name), baseline, protocol["synthesis"])
             synthesis_configs[name] = {
-                "baseline": baseline, "synthesis": protocol["synthesis"], "weights": code_fingerprint(_bundle_files(synthesis)),
+                "baseline": baseline, "synthesis": protocol["synthesis"],
+                "weights": code_fingerprint(_bundle_files(synthesis)),
             }  # fmt: skip
             synthesis_bundles[name] = synthesis
         else:
@@ -389,7 +397,9 @@ def run_study(protocol: Mapping, out: str | os.PathLike) -> dict:
                 if weights is None:
                     if root.exists():
                         shutil.rmtree(root)  # another configuration's run
-                    overrides = {"bundle_root": str(root), **data, "holdout": holdout, "seed": seed, **protocol["hovernet"]}
+                    overrides = {
+                        "bundle_root": str(root), **data, "holdout": holdout, "seed": seed, **protocol["hovernet"],
+                    }  # fmt: skip
                     if spec is None:
                         overrides["synthetic_ratio"] = 0.0
                     else:
@@ -466,7 +476,9 @@ def summarize_study(results: Mapping[str, Sequence[Mapping]], protocol: Mapping)
             "seeds": list(protocol["seeds"]),
             "per_seed": per_seed,
             "mean": {key: float(np.mean([s[key] for s in per_seed])) for key in keys},
-            "sd": {key: float(np.std([s[key] for s in per_seed], ddof=1)) if len(per_seed) > 1 else None for key in keys},
+            "sd": {
+                key: float(np.std([s[key] for s in per_seed], ddof=1)) if len(per_seed) > 1 else None for key in keys
+            },
         }
     paired = paired_comparison(results, protocol["baseline_condition"], _PAIRED_METRICS)
     return {

@@ -243,7 +243,9 @@ def hovernet_lr_scheduler(
         if total < 1:
             raise ValueError(f"onecycle needs at least one iteration, got {epochs=} x {iterations_per_epoch=}.")
         peaks = [group["lr"] for group in optimizer.param_groups]
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=peaks, total_steps=total, pct_start=warmup_fraction)
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=peaks, total_steps=total, pct_start=warmup_fraction
+        )
     raise ValueError(f"unknown lr_schedule {schedule!r}; choose step or onecycle.")
 
 
