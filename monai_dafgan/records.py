@@ -20,11 +20,16 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from monai_dafgan.data.io import atomic_write
 
-__all__ = ["RunRecords", "code_fingerprint", "config_key", "files_fingerprint"]
+#: the arrays of a sample that :func:`samples_fingerprint` hashes (the data contract's)
+SAMPLE_KEYS = ("image", "label_inst", "label_type")
+
+__all__ = ["RunRecords", "code_fingerprint", "config_key", "content_fingerprint", "files_fingerprint",
+           "samples_fingerprint"]
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 
@@ -85,6 +90,34 @@ def files_fingerprint(files: Iterable[Mapping[str, str]]) -> str:
         digest.update(str(item["name"]).encode() + b"\0")
         for key in ("image", "label"):
             digest.update(hashlib.sha256(Path(item[key]).read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def content_fingerprint(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes, or of a folder's files (names relative to it, and bytes; recursively), e.g. of
+    weights. Raises ``FileNotFoundError`` for a missing path."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found.")
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(str(file.relative_to(path) if path.is_dir() else "").encode() + b"\0")
+        digest.update(hashlib.sha256(file.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def samples_fingerprint(samples: Iterable[Mapping[str, Any]], keys: Iterable[str] = SAMPLE_KEYS) -> str:
+    """SHA-256 of in-memory samples' content: each one's ``name`` and the dtype, shape and values of its ``keys``, in
+    the given order. The same data read from another folder or machine gives the same fingerprint."""
+    keys = tuple(keys)
+    digest = hashlib.sha256()
+    for sample in samples:
+        digest.update(str(sample.get("name", "")).encode() + b"\0")
+        for key in keys:
+            array = np.ascontiguousarray(np.asarray(sample[key]))
+            digest.update(f"{key}:{array.dtype.str}:{array.shape}".encode())
+            digest.update(hashlib.sha256(array.data).digest())
     return digest.hexdigest()
 
 

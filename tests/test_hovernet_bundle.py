@@ -185,7 +185,7 @@ def test_model_zoo_checks(trained, toy_dir):
     for config, kind in (("train.yaml", "train"), ("inference.yaml", "infer")):
         workflow = ConfigWorkflow(
             config_file=str(trained / "configs" / config), workflow_type=kind, bundle_root=str(trained),
-            dataset_dir=str(toy_dir), split="Train", device="cpu",
+            dataset_dir=str(toy_dir), split="Train", device="cpu", holdout=["toy_3"],
         )
         workflow.initialize()
         assert workflow.check_properties() in (None, []), config

@@ -11,6 +11,7 @@ from .datasets import (
     load_consep,
     load_nuclei_folder,
     nuclei_file_list,
+    select_tiles,
 )
 from .io import (
     NucleiDataError,
@@ -59,6 +60,7 @@ __all__ = [
     "read_rgb_image",
     "read_sample",
     "sample_points",
+    "select_tiles",
     "window_starts",
     "write_consep_sample",
 ]

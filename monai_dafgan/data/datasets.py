@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from monai.transforms import MapTransform
@@ -132,6 +132,37 @@ def load_consep(root: str | os.PathLike, split: str = "Train", type_scheme: Type
     """
     loader = LoadNucleiSampled(type_scheme=type_scheme)
     return [loader(f) for f in consep_file_list(root, split)]
+
+
+def select_tiles(
+    tiles: Sequence[Mapping],
+    exclude: Iterable[str] = (),
+    include: Iterable[str] | None = None,
+    allow_empty: bool = False,
+) -> list[Mapping]:
+    """The tiles (samples or file dicts with ``name``) named in ``include`` (all when None) and not in ``exclude``, in
+    their order: e.g. the training tiles (``exclude=holdout``) or the validation tiles (``include=holdout``).
+
+    Raises:
+        ValueError: a name in ``exclude`` or ``include`` that no tile has (a misspelt holdout would otherwise hold
+            nothing out), or no tile left unless ``allow_empty``.
+    """
+    names = [t["name"] for t in tiles]
+    exclude, include = set(exclude), None if include is None else set(include)
+    unknown = (exclude | (include or set())) - set(names)
+    if unknown:
+        raise ValueError(f"tile names {sorted(unknown)} are not in the dataset (its tiles: {_name_summary(names)}).")
+    chosen = [t for t in tiles if t["name"] not in exclude and (include is None or t["name"] in include)]
+    if not chosen and not allow_empty:
+        raise ValueError(
+            f"no tile is left of the dataset's {len(names)} ({_name_summary(names)}) with "
+            f"{'' if include is None else f'include {sorted(include)}, '}exclude {sorted(exclude)}."
+        )
+    return chosen
+
+
+def _name_summary(names: Sequence[str], shown: int = 6) -> str:
+    return ", ".join(names[:shown]) + (f", ... ({len(names)} in all)" if len(names) > shown else "") if names else "none"
 
 
 def evenly_spaced_subset(dataset: Sequence, count: int | None = None) -> Sequence:

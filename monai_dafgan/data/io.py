@@ -29,6 +29,7 @@ thus usable, with one documented type.
 
 from __future__ import annotations
 
+import glob
 import os
 import tempfile
 from collections.abc import Mapping
@@ -317,6 +318,17 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files that :func:`atomic_write` calls for ``path`` left behind when their process was
+    killed mid-write (``.<name>.<random>.tmp`` beside it); returns the removed paths. Only for a path that no other
+    process is writing at the same time."""
+    path = Path(path)
+    stale = sorted(path.parent.glob(f".{glob.escape(path.name)}.*.tmp")) if path.parent.is_dir() else []
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return stale
 
 
 def check_sample(sample: Mapping) -> None:

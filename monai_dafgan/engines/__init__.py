@@ -1,23 +1,28 @@
 """Training workflows: the conditional GAN trainer and its handlers."""
 
 from .handlers import (
+    CheckpointError,
     FreezeParameters,
     GanCheckpoint,
     GanImageGrid,
     LinearDecayLR,
     LossGuard,
     LossProgressBar,
+    ReseedTransforms,
+    RunIdentity,
     SaveGeneratedImages,
     TrainingDivergedError,
     atomic_torch_save,
     latest_checkpoint,
     loss_terms,
     require_file,
+    restore_lr_schedule,
     unwrap,
 )
-from .trainer import ConditionalGanTrainer, GanOutputKeys, prepare_condition_batch
+from .trainer import ConditionalGanTrainer, GanOutputKeys, prepare_condition_batch, require_batches
 
 __all__ = [
+    "CheckpointError",
     "ConditionalGanTrainer",
     "FreezeParameters",
     "GanCheckpoint",
@@ -26,12 +31,16 @@ __all__ = [
     "LinearDecayLR",
     "LossGuard",
     "LossProgressBar",
+    "ReseedTransforms",
+    "RunIdentity",
     "SaveGeneratedImages",
     "TrainingDivergedError",
     "atomic_torch_save",
     "latest_checkpoint",
     "loss_terms",
     "prepare_condition_batch",
+    "require_batches",
     "require_file",
+    "restore_lr_schedule",
     "unwrap",
 ]

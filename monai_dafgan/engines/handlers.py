@@ -1,7 +1,12 @@
 """Ignite/MONAI handlers for :class:`~monai_dafgan.engines.ConditionalGanTrainer`.
 
 - :class:`GanCheckpoint`: atomic checkpoints of everything a run needs to resume exactly (both networks,
-  optimisers, the AMP scaler, LR schedulers, RNG states, epoch and iteration), resumed automatically.
+  optimisers, the AMP scaler, LR schedulers, RNG states, epoch and iteration), resumed automatically, and only into
+  the same run (:class:`RunIdentity`); more epochs extend the learning-rate schedule.
+- :class:`RunIdentity`: the settings and data that make a run, kept in its checkpoints (also MONAI's
+  ``CheckpointSaver``/``CheckpointLoader``); a checkpoint of another run is refused, never silently resumed.
+- :class:`ReseedTransforms`: with ``num_workers=0``, reseeds the dataset's random transforms every epoch from
+  torch's RNG, as worker processes are, so that resuming is exact with any worker count.
 - :class:`LossGuard`: stops training with a clear error on a NaN/infinite or exploding loss, before the broken
   state can be checkpointed, so the last good checkpoint stays.
 - :class:`FreezeParameters`: keeps a parameter group fixed for the first N epochs (pix2pixHD's
@@ -16,19 +21,22 @@ decollated output is a list of per-sample dicts that each hold the batch loss.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 import random
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
+from monai.data.utils import set_rnd
 
-from ..data.io import atomic_write
+from ..data.io import atomic_write, remove_stale_temporaries
 from .trainer import GanOutputKeys
 
 logger = logging.getLogger(__name__)
@@ -43,6 +51,100 @@ def _first_output(output):
 
 class TrainingDivergedError(RuntimeError):
     """A loss became NaN/infinite or exploded; training was stopped."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be resumed: unreadable, of other networks, past the run's end, or of another run."""
+
+
+_AFRESH = "start afresh with --resume false (the checkpoint is then overwritten) or in another bundle folder"
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON would give it back (tuples as lists, paths and other objects as text), for comparing."""
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+class RunIdentity:
+    """What makes a training run: the settings and the data that shape its result, but not its length (epochs may
+    grow) nor where or how fast it runs (device, workers, logging).
+
+    Checkpoints keep it: pass it as ``GanCheckpoint(run_identity=...)``, or add it to the ``save_dict`` of MONAI's
+    ``CheckpointSaver`` and the ``load_dict`` of its ``CheckpointLoader`` (it has ``state_dict`` and
+    ``load_state_dict``). Loading a checkpoint written with other values raises :class:`CheckpointError` naming
+    each difference, so a rerun with another dataset or preset never continues, or silently keeps, the old run.
+
+    Args:
+        identity: JSON-like settings, e.g. ``{"data": samples_fingerprint(tiles), "preset": "small", ...}``.
+    """
+
+    def __init__(self, identity: Mapping[str, Any]):
+        self.identity = _plain(dict(identity))
+
+    def state_dict(self) -> dict:
+        return dict(self.identity)
+
+    def differences(self, saved: Mapping[str, Any]) -> list[str]:
+        """``"key: saved -> this run's"`` for every setting that differs (missing ones included)."""
+        saved = _plain(dict(saved))
+        return [
+            f"{key}: {saved.get(key, '(not recorded)')!r} -> {self.identity.get(key, '(not set)')!r}"
+            for key in sorted(set(saved) | set(self.identity))
+            if saved.get(key) != self.identity.get(key)
+        ]
+
+    def check(self, saved: Mapping[str, Any], source: str = "the checkpoint") -> None:
+        """Raise :class:`CheckpointError` when ``saved`` (another run's identity) differs from this one."""
+        differences = self.differences(saved)
+        if differences:
+            raise CheckpointError(
+                f"{source} was written by another run ({'; '.join(differences)}). Rerun with the settings it was "
+                f"made with to continue it, or {_AFRESH}."
+            )
+
+    def load_state_dict(self, saved: Mapping[str, Any]) -> None:
+        self.check(saved)
+
+    def __repr__(self) -> str:
+        return f"RunIdentity({self.identity})"
+
+
+def restore_lr_schedule(scheduler: torch.optim.lr_scheduler.LRScheduler, saved: Mapping) -> None:
+    """Restore ``scheduler``'s position from ``saved`` but keep its own schedule, and set the optimiser's learning
+    rate to what that schedule gives there.
+
+    ``LambdaLR`` saves the attributes of its factor objects (a :class:`LinearDecayLR`'s epoch counts) and loading
+    puts them back, so a run resumed with more epochs would follow the old, shorter schedule (its extra epochs at
+    learning rate 0). Here the extended run has, from the resumed epoch on, the rates a fresh run of that length has.
+    """
+    saved = dict(saved)
+    if "lr_lambdas" in saved:
+        saved["lr_lambdas"] = [None] * len(saved["lr_lambdas"])
+    scheduler.load_state_dict(saved)
+    if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+        rates = [base * factor(scheduler.last_epoch) for base, factor in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
+        for group, rate in zip(scheduler.optimizer.param_groups, rates):
+            group["lr"] = rate
+        scheduler._last_lr = rates
+
+
+class ReseedTransforms:
+    """At every epoch start, reseed the random transforms of an in-process (``num_workers=0``) data loader from
+    torch's RNG.
+
+    Worker processes get fresh seeds from torch's RNG each epoch, and checkpoints restore that RNG, so resuming is
+    exact with workers. Without workers MONAI's ``DataLoader`` seeds the transforms once, when it is made, so a
+    resumed run would replay the first epoch's augmentations. Loaders with workers are left alone.
+    """
+
+    def attach(self, engine: Engine) -> None:
+        if not engine.has_event_handler(self, Events.EPOCH_STARTED):
+            engine.add_event_handler(Events.EPOCH_STARTED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        loader = engine.data_loader
+        if isinstance(loader, torch.utils.data.DataLoader) and loader.num_workers == 0:
+            set_rnd(loader.dataset, int(torch.empty((), dtype=torch.int64).random_().item()))
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:
@@ -60,18 +162,27 @@ class GanCheckpoint:
 
     Every ``save_interval`` epochs and at the end, writes ``<save_dir>/checkpoint.pt`` (atomically) with the
     generator, discriminator, both optimisers, the GradScaler, the given LR schedulers, the RNG states of
-    python/numpy/torch, and the epoch and iteration; at the end also writes the generator's ``state_dict`` alone
-    to ``generator_path`` (a bundle's ``models/model.pt``). On start, when ``resume`` and the checkpoint exist,
-    everything is restored and training continues after the saved epoch. In a distributed run only rank 0
+    python/numpy/torch, the epoch and iteration and the run's identity; at the end also writes the generator's
+    ``state_dict`` alone to ``generator_path`` (a bundle's ``models/model.pt``). In a distributed run only rank 0
     writes, and every rank resumes.
+
+    On start, when ``resume`` and the checkpoint exist, the run continues it only if it is the same run: another
+    ``run_identity`` (settings, data), a checkpoint past the run's ``max_epochs``, one of other networks or an
+    unreadable file raise :class:`CheckpointError` saying what is wrong and how to start afresh. A run with more
+    epochs than the checkpoint's continues with the learning rates a fresh run of that length has from there on
+    (:func:`restore_lr_schedule`); a run already at its last epoch ends at once and says so. Temporary files left by
+    a write that was killed are removed.
 
     Args:
         save_dir: folder of ``checkpoint.pt``.
         save_interval: epochs between checkpoints.
-        resume: resume from an existing checkpoint.
+        resume: resume from an existing checkpoint (false: start afresh and overwrite it).
         lr_schedulers: schedulers to save and restore with the rest.
         generator_path: where the final generator weights go (optional).
         keep_every: also keep ``checkpoint_epoch<N>.pt`` every this many epochs (0: never).
+        run_identity: what makes this run (:class:`RunIdentity` or its mapping); a checkpoint written with another
+            is refused. None: not checked (a checkpoint without one, from an older version, is resumed with a
+            warning).
     """
 
     FILENAME = "checkpoint.pt"
@@ -84,11 +195,15 @@ class GanCheckpoint:
         lr_schedulers: Sequence | None = None,
         generator_path: str | os.PathLike | None = None,
         keep_every: int = 0,
+        run_identity: RunIdentity | Mapping[str, Any] | None = None,
     ):
         self.save_dir, self.save_interval, self.resume = Path(save_dir), save_interval, resume
         self.lr_schedulers = list(lr_schedulers or [])
         self.generator_path = None if generator_path is None else Path(generator_path)
         self.keep_every = keep_every
+        if run_identity is not None and not isinstance(run_identity, RunIdentity):
+            run_identity = RunIdentity(run_identity)
+        self.run_identity = run_identity
 
     @property
     def path(self) -> Path:
@@ -109,6 +224,7 @@ class GanCheckpoint:
             "d_optimizer": engine.d_optimizer.state_dict(),
             "scaler": engine.scaler.state_dict(),
             "lr_schedulers": [s.state_dict() for s in self.lr_schedulers],
+            "run": None if self.run_identity is None else self.run_identity.state_dict(),
             "rng": {
                 "python": random.getstate(),
                 "numpy": np.random.get_state(),
@@ -138,19 +254,60 @@ class GanCheckpoint:
             atomic_torch_save(unwrap(engine.g_network).state_dict(), self.generator_path)
             logger.info(f"saved generator weights to {self.generator_path}")
 
+    def _remove_stale_temporaries(self) -> None:
+        if self._is_writer():
+            for path in (self.path, self.generator_path, *self.save_dir.glob("checkpoint_epoch*.pt")):
+                if path is not None:
+                    remove_stale_temporaries(path)
+
+    def _read(self, device) -> dict:
+        try:
+            state = torch.load(self.path, map_location=device, weights_only=False)
+        except Exception as error:  # torch names neither the file nor the way out
+            raise CheckpointError(
+                f"{self.path} cannot be read ({type(error).__name__}: {str(error).splitlines()[0]}): it is truncated "
+                f"or not a checkpoint. Delete it, or {_AFRESH}."
+            ) from error
+        missing = {"epoch", "iteration", "g_network", "d_network"} - set(state if isinstance(state, dict) else ())
+        if missing:
+            raise CheckpointError(f"{self.path} is not a GAN training checkpoint (it lacks {sorted(missing)}); {_AFRESH}.")
+        return state
+
     def load(self, engine) -> None:
-        if not (self.resume and self.path.is_file()):
+        self._remove_stale_temporaries()
+        if not self.path.is_file():
             return
-        state = torch.load(self.path, map_location=engine.state.device, weights_only=False)
-        unwrap(engine.g_network).load_state_dict(state["g_network"])
-        unwrap(engine.d_network).load_state_dict(state["d_network"])
-        engine.g_optimizer.load_state_dict(state["g_optimizer"])
-        engine.d_optimizer.load_state_dict(state["d_optimizer"])
+        if not self.resume:
+            logger.info(f"resume is off: starting afresh, {self.path} will be overwritten")
+            return
+        state = self._read(engine.state.device)
+        if self.run_identity is not None:
+            if state.get("run") is None:
+                logger.warning(f"{self.path} does not record the run that wrote it (an older version); resuming it")
+            else:
+                self.run_identity.check(state["run"], str(self.path))
+        if state["epoch"] > engine.state.max_epochs:
+            raise CheckpointError(
+                f"{self.path} is at epoch {state['epoch']}, past this run's {engine.state.max_epochs} epochs: pass "
+                f"--epochs {state['epoch']} or more to continue it, or {_AFRESH}."
+            )
+        try:
+            unwrap(engine.g_network).load_state_dict(state["g_network"])
+            unwrap(engine.d_network).load_state_dict(state["d_network"])
+            engine.g_optimizer.load_state_dict(state["g_optimizer"])
+            engine.d_optimizer.load_state_dict(state["d_optimizer"])
+        except (RuntimeError, KeyError, ValueError) as error:
+            raise CheckpointError(
+                f"{self.path} holds networks of another shape than this run's (another preset, baseline, num_types or "
+                f"global_only?): {str(error).splitlines()[0]} ... Rerun with its settings to continue it, or {_AFRESH}."
+            ) from error
         engine.scaler.load_state_dict(state["scaler"])
         if len(state["lr_schedulers"]) != len(self.lr_schedulers):
-            raise ValueError(f"{self.path} holds {len(state['lr_schedulers'])} LR schedulers, this run has {len(self.lr_schedulers)}.")
+            raise CheckpointError(
+                f"{self.path} holds {len(state['lr_schedulers'])} LR schedulers, this run has {len(self.lr_schedulers)}."
+            )
         for scheduler, saved in zip(self.lr_schedulers, state["lr_schedulers"]):
-            scheduler.load_state_dict(saved)
+            restore_lr_schedule(scheduler, saved)
         rng = state["rng"]
         random.setstate(rng["python"])
         np.random.set_state(rng["numpy"])
@@ -158,7 +315,13 @@ class GanCheckpoint:
         if rng["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
         engine.state.epoch, engine.state.iteration = state["epoch"], state["iteration"]
-        logger.info(f"resumed from {self.path} at epoch {state['epoch']}, iteration {state['iteration']}")
+        if state["epoch"] == engine.state.max_epochs:
+            logger.info(
+                f"{self.path} is a finished run of {state['epoch']} epochs: nothing to train (pass more --epochs to "
+                f"continue it, or {_AFRESH})"
+            )
+        else:
+            logger.info(f"resumed from {self.path} at epoch {state['epoch']}, iteration {state['iteration']}")
 
 
 def latest_checkpoint(folder: str | os.PathLike, prefix: str = "checkpoint_epoch=") -> str | None:

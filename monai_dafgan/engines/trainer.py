@@ -16,7 +16,7 @@ MONAI/ignite handlers.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -58,6 +58,19 @@ def prepare_condition_batch(condition_key: str = "condition", target_key: str = 
         )
 
     return prepare
+
+
+def require_batches(loader: Iterable) -> Iterable:
+    """``loader`` if it yields at least one batch per epoch, else ``ValueError`` saying why (a run without batches
+    would end at once, without weights)."""
+    if len(loader) == 0:
+        dataset, batch_size = getattr(loader, "dataset", None), getattr(loader, "batch_size", None)
+        size = "?" if dataset is None else len(dataset)
+        raise ValueError(
+            f"the training data yields no batch: {size} samples, batch_size {batch_size}"
+            f"{', drop_last' if getattr(loader, 'drop_last', False) else ''}. Use a smaller batch_size or more data."
+        )
+    return loader
 
 
 def _set_requires_grad(network: torch.nn.Module, flag: bool) -> None:
@@ -122,6 +135,8 @@ class ConditionalGanTrainer(Trainer):
         amp_kwargs: dict | None = None,
     ):
         device = torch.device(device)
+        if epoch_length is None:
+            require_batches(train_data_loader)
         super().__init__(
             device=device,
             max_epochs=max_epochs,
@@ -149,6 +164,9 @@ class ConditionalGanTrainer(Trainer):
         self.optim_set_to_none = optim_set_to_none
         # created here, not in run(), so that checkpoints can save and restore it
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        from .handlers import ReseedTransforms  # the handlers module builds on this one
+
+        ReseedTransforms().attach(self)
 
     def run(self) -> None:  # Trainer.run would replace the scaler (and with it a restored state)
         super(Trainer, self).run()
