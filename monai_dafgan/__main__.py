@@ -90,7 +90,9 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     synthesizer = NucleiSynthesizer.from_bundle(synthesis, device="cpu")
     print(f"4/4 synthesising {args.num_samples} samples with {synthesis}", flush=True)
     size = min(256, args.size)  # point sets are windows of the library's tiles
-    out = write_synthetic_dataset(synthesizer, library, args.num_samples, args.out / "synthetic", size, seed=args.seed)
+    out = write_synthetic_dataset(  # the demo retrains its generators, so earlier samples are stale
+        synthesizer, library, args.num_samples, args.out / "synthetic", size, seed=args.seed, overwrite=True
+    )
     print(f"done: synthetic samples in {out}, preview in {args.out / 'synthetic' / 'preview.png'}; "
           f"generator runs (TensorBoard, grids) in {args.out / 'bundles'}")
 
@@ -168,8 +170,8 @@ def _cmd_synthesize(args: argparse.Namespace) -> None:
         synthesizer, library, args.num_samples, args.out, args.size, seed=args.seed, min_nuclei=args.min_nuclei,
         overwrite=args.overwrite,
     )  # fmt: skip
-    print(f"{root} holds {args.num_samples} samples of {args.size}x{args.size} (manifest: {args.out / 'manifest.json'}), "
-          f"preview: {args.out / 'preview.png'}")
+    print(f"{root} holds {args.num_samples} samples of {args.size}x{args.size}; manifest and preview: "
+          f"{args.out / 'manifest.json'}, {args.out / 'preview.png'}")
 
 
 def _cmd_assemble(args: argparse.Namespace) -> None:
@@ -308,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--split", default="Train", help="split of --data-dir")
     synth.add_argument("--holdout", nargs="*", default=[], help="tile names left out of the centroid library")
     synth.add_argument("--size", type=int, default=256, help="sample side in pixels")
-    synth.add_argument("--seed", type=int, default=0, help="sample i is a pure function of (seed, i)")
+    synth.add_argument("--seed", type=int, default=0, help="sample i's point set is a pure function of (seed, i)")
     synth.add_argument("--min-nuclei", type=int, default=0, help="fewest nuclei requested per sample: point sets "
                        "with fewer are drawn again (0 keeps empty and one-nucleus samples, as real windows have them)")
     synth.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")

@@ -37,7 +37,9 @@ from monai_dafgan.synthesis import (
     write_synthetic_dataset,
 )
 
-TINY = dict(ngf=8, n_downsampling=2, n_blocks=1, local_enhancer=True, ngf_local=4, n_blocks_local=1, output_activation=None)
+TINY = dict(
+    ngf=8, n_downsampling=2, n_blocks=1, local_enhancer=True, ngf_local=4, n_blocks_local=1, output_activation=None
+)
 SIZE, NUM = 64, 5
 
 
@@ -66,7 +68,8 @@ def one_thread():
 
 
 def write(synthesizer, library, out, **kwargs) -> Path:
-    return write_synthetic_dataset(synthesizer, library, kwargs.pop("num_samples", NUM), out, SIZE, progress=False, **kwargs)
+    num_samples = kwargs.pop("num_samples", NUM)
+    return write_synthetic_dataset(synthesizer, library, num_samples, out, SIZE, progress=False, **kwargs)
 
 
 def sample_files(out: Path) -> list[Path]:
@@ -119,7 +122,11 @@ def test_an_interrupted_run_resumes_to_the_files_of_an_uninterrupted_one(synthes
     (out / "Train" / "Labels" / "synthetic_5.mat").write_bytes(b"not a mat file")
 
     written = []
-    monkeypatch.setattr(export, "write_consep_sample", lambda root, sample: written.append(sample["name"]) or real_write(root, sample))
+    def counting_write(root, sample):
+        written.append(sample["name"])
+        return real_write(root, sample)
+
+    monkeypatch.setattr(export, "write_consep_sample", counting_write)
     write(synthesizer, library, out)
     assert written == ["synthetic_4", "synthetic_5"]  # the three complete samples are kept
     assert not list(out.rglob("*.tmp"))

@@ -221,7 +221,8 @@ class SyntheticOutput:
         atomic_write(self.output_dir / MANIFEST, lambda f: f.write(text.encode()))
 
     def _way_out(self) -> str:
-        return f"write to another folder, remove {self.output_dir}, or pass overwrite=True (--overwrite) to replace it"
+        return (f"write to another folder, remove {self.output_dir}, or replace its samples with overwrite=True "
+                "(command line: --overwrite; synthesis bundle: --overwrite true)")
 
     def _refuse_other_settings(self, manifest: Mapping) -> None:
         differences = settings_differences(manifest.get("settings", {}), self.settings)
@@ -245,7 +246,8 @@ class SyntheticOutput:
 
     def _refuse_unknown_files(self) -> None:
         expected = set(self.names)
-        unknown = [p for p in _files(self.split_dir / "Images") + _files(self.split_dir / "Labels") if p.stem not in expected]
+        found = _files(self.split_dir / "Images") + _files(self.split_dir / "Labels")
+        unknown = [p for p in found if p.stem not in expected]
         if unknown:
             shown = ", ".join(p.name for p in unknown[:_SHOWN]) + (", ..." if len(unknown) > _SHOWN else "")
             raise OutputFolderError(

@@ -49,8 +49,8 @@ def _weights_fingerprint(network: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _shapes_fingerprint(shapes) -> str | None:
-    if shapes is None:
+def _shapes_fingerprint(shapes, point_encoding: str) -> str | None:
+    if shapes is None or point_encoding == "disk":  # the disk encoding draws no shapes
         return None
     digest = hashlib.sha256()
     for array in [*shapes.axes, *shapes.deviations]:
@@ -84,7 +84,7 @@ def synthesis_settings(
             "min_area": synthesizer.min_area,
             "foreground_threshold": float(synthesizer.foreground_threshold),
             "point_encoding": synthesizer.point_encoding,
-            "nucleus_shapes": _shapes_fingerprint(synthesizer.nucleus_shapes if synthesizer.point_encoding != "disk" else None),
+            "nucleus_shapes": _shapes_fingerprint(synthesizer.nucleus_shapes, synthesizer.point_encoding),
         },
         "generators": {
             "points_to_mask": _weights_fingerprint(synthesizer.points_to_mask),
