@@ -194,6 +194,8 @@ def test_readers_warn_only_on_an_incomplete_manifest_of_ours(synthesizer, librar
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_consep(out)
+    with pytest.raises(OutputFolderError, match="not a manifest of this package"):  # nor is it overwritten
+        write(synthesizer, library, out, num_samples=2, overwrite=True)
 
 
 def test_a_cached_library_never_stands_in_for_another_dataset_dir(tmp_path):

@@ -95,9 +95,10 @@ def warn_if_incomplete(image_dir: str | os.PathLike, stacklevel: int = 3) -> Non
     except NucleiDataError as err:
         warnings.warn(f"{err} Cannot tell whether {split_dir} is complete.", IncompleteDatasetWarning, stacklevel)
         return
-    if manifest is None or manifest.get("complete") or manifest["settings"].get("split") != split_dir.name:
+    settings = {} if manifest is None else manifest.get("settings", {})
+    if manifest is None or manifest.get("complete") or settings.get("split") != split_dir.name:
         return
-    total = manifest["settings"].get("num_samples")
+    total = settings.get("num_samples")
     warnings.warn(
         f"{split_dir} is an incomplete synthetic dataset: its {MANIFEST} counts {manifest.get('num_completed', 0)} of "
         f"{total} samples written (an interrupted run). Rerun the same synthesize command (or write_synthetic_dataset "
@@ -176,14 +177,19 @@ class SyntheticOutput:
         samples already there (image and label both read back at the right size).
 
         Raises:
-            OutputFolderError: samples without a manifest, a manifest with other settings (without ``overwrite``),
-                or files the manifest does not describe.
+            OutputFolderError: samples without a manifest, another tool's ``manifest.json``, a manifest with other
+                settings (without ``overwrite``), or files the manifest does not describe.
         """
         manifest = read_manifest(self.output_dir)
         if manifest is not None and self.overwrite:
             self._clear(manifest)
             manifest = None
         if manifest is None:
+            if (self.output_dir / MANIFEST).exists():
+                raise OutputFolderError(
+                    f"{self.output_dir / MANIFEST} is not a manifest of this package (another tool's?): write to "
+                    "another folder, so neither is overwritten."
+                )
             self._refuse_foreign_files()
         else:
             self._refuse_other_settings(manifest)
