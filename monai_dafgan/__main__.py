@@ -90,7 +90,9 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     synthesizer = NucleiSynthesizer.from_bundle(synthesis, device="cpu")
     print(f"4/4 synthesising {args.num_samples} samples with {synthesis}", flush=True)
     size = min(256, args.size)  # point sets are windows of the library's tiles
-    out = write_synthetic_dataset(synthesizer, library, args.num_samples, args.out / "synthetic", size, seed=args.seed)
+    out = write_synthetic_dataset(  # the demo retrains its generators, so earlier samples are stale
+        synthesizer, library, args.num_samples, args.out / "synthetic", size, seed=args.seed, overwrite=True
+    )
     print(f"done: synthetic samples in {out}, preview in {args.out / 'synthetic' / 'preview.png'}; "
           f"generator runs (TensorBoard, grids) in {args.out / 'bundles'}")
 
@@ -135,21 +137,9 @@ def _cmd_plot_losses(args: argparse.Namespace) -> None:
 
 
 def _load_library(bundle: Path, data_dir: Path | None, split: str, holdout: list[str]):
-    from monai_dafgan.points import CentroidLibrary
-    from monai_dafgan.synthesis import CENTROID_LIBRARY, library_from_folder
+    from monai_dafgan.synthesis import CENTROID_LIBRARY, resolve_centroid_library
 
-    saved = bundle / CENTROID_LIBRARY
-    if data_dir is None:
-        if not saved.is_file():
-            raise FileNotFoundError(
-                f"{saved} not found: pass --data-dir with a CoNSeP-layout folder to build the centroid library."
-            )
-        return CentroidLibrary.load(saved)
-    library = library_from_folder(data_dir, split, holdout)
-    if not saved.is_file():  # where --help says the default library is, so later runs need no --data-dir
-        library.save(saved)
-        print(f"saved the centroid library of {data_dir / split} to {saved}")
-    return library
+    return resolve_centroid_library(bundle / CENTROID_LIBRARY, data_dir, split, holdout)
 
 
 def _cmd_synthesize(args: argparse.Namespace) -> None:
@@ -177,9 +167,11 @@ def _cmd_synthesize(args: argparse.Namespace) -> None:
     which = "pix2pixHD baseline" if args.baseline else "DAFF-GAN"
     print(f"{which} generators of {bundle}; centroid library: {library}", flush=True)
     root = write_synthetic_dataset(
-        synthesizer, library, args.num_samples, args.out, args.size, seed=args.seed, min_nuclei=args.min_nuclei
-    )
-    print(f"wrote {args.num_samples} samples of {args.size}x{args.size} to {root} and a preview to {args.out / 'preview.png'}")
+        synthesizer, library, args.num_samples, args.out, args.size, seed=args.seed, min_nuclei=args.min_nuclei,
+        overwrite=args.overwrite,
+    )  # fmt: skip
+    print(f"{root} holds {args.num_samples} samples of {args.size}x{args.size}; manifest and preview: "
+          f"{args.out / 'manifest.json'}, {args.out / 'preview.png'}")
 
 
 def _cmd_assemble(args: argparse.Namespace) -> None:
@@ -300,7 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
         commands, "synthesize", "write synthetic paired samples with a synthesis bundle (default: the shipped one)",
         "Write synthetic paired samples (CoNSeP layout: <out>/Train/Images/*.png, <out>/Train/Labels/*.mat) and "
         "<out>/preview.png. With no --bundle, the shipped DAFF-GAN generators trained on CoNSeP are used (no data "
-        "needed); --baseline uses the bundle's pix2pixHD pair trained with the same budget.",
+        "needed); --baseline uses the bundle's pix2pixHD pair trained with the same budget. <out>/manifest.json "
+        "records the settings and the samples done: the same command again resumes an interrupted run (samples "
+        "already written are kept); other settings into the same --out are refused unless --overwrite.",
         "synthesize --num-samples 659 --out synthetic",
         "synthesize --baseline --num-samples 659 --out synthetic_pix2pixhd",
         "synthesize --bundle my_synthesis --data-dir /data/CoNSeP --out synthetic",
@@ -311,17 +305,19 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--num-samples", type=int, default=659, help="samples to write")
     synth.add_argument("--out", type=Path, required=True, help="output folder (CoNSeP layout under <out>/Train)")
     synth.add_argument("--data-dir", type=Path, default=None, help="CoNSeP-layout folder to build the centroid library "
-                       "from; saved as the bundle's models/centroid_library.npz when the bundle has none (default: "
-                       "that file)")
+                       "from (the bundle's saved library is reused only when it is of the same tiles); saved as the "
+                       "bundle's models/centroid_library.npz when the bundle has none (default: that file)")
     synth.add_argument("--split", default="Train", help="split of --data-dir")
     synth.add_argument("--holdout", nargs="*", default=[], help="tile names left out of the centroid library")
     synth.add_argument("--size", type=int, default=256, help="sample side in pixels")
-    synth.add_argument("--seed", type=int, default=0, help="sample i is a pure function of (seed, i)")
+    synth.add_argument("--seed", type=int, default=0, help="sample i's point set is a pure function of (seed, i)")
     synth.add_argument("--min-nuclei", type=int, default=0, help="fewest nuclei requested per sample: point sets "
                        "with fewer are drawn again (0 keeps empty and one-nucleus samples, as real windows have them)")
     synth.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     synth.add_argument("--preset", default=None, help="preset the generators were trained with (default: the bundle's)")
     synth.add_argument("--batch-size", type=int, default=8, help="samples per generator pass")
+    synth.add_argument("--overwrite", action="store_true", help="remove the samples of an earlier run in --out first "
+                       "(by default a rerun with the same settings resumes it, and other settings are refused)")
     synth.set_defaults(func=_cmd_synthesize)
 
     assemble = _add_command(

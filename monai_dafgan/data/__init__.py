@@ -25,6 +25,7 @@ from .io import (
     sample_points,
     write_consep_sample,
 )
+from .manifest import IncompleteDatasetWarning, OutputFolderError, read_manifest
 from .stain import RandHEDJitter, RandHEDJitterd
 from .toy import make_toy_consep, make_toy_sample
 from .transforms import LabelsToPointsd
@@ -34,9 +35,11 @@ __all__ = [
     "NUM_TYPES",
     "TYPE_COLORS",
     "TYPE_NAMES",
+    "IncompleteDatasetWarning",
     "LabelsToPointsd",
     "LoadNucleiSampled",
     "NucleiDataError",
+    "OutputFolderError",
     "RandHEDJitter",
     "RandHEDJitterd",
     "SlidingWindowCropDataset",
@@ -57,6 +60,7 @@ __all__ = [
     "nuclei_collate",
     "nuclei_file_list",
     "read_label_file",
+    "read_manifest",
     "read_rgb_image",
     "read_sample",
     "sample_points",

@@ -20,6 +20,7 @@ from pathlib import Path
 from monai.transforms import MapTransform
 
 from .io import IMAGE_SUFFIXES, LABEL_SUFFIXES, NucleiDataError, read_sample
+from .manifest import warn_if_incomplete
 from .types import TypeScheme
 
 
@@ -47,7 +48,8 @@ def nuclei_file_list(
 
     Label files are looked up in the order of ``label_suffixes`` (first found wins), so a folder of 16-bit
     ``.png`` instance maps, ``.npy`` maps or CoNSeP ``.mat`` files all work. Files are in natural order
-    (``train_2`` before ``train_10``).
+    (``train_2`` before ``train_10``). A synthetic dataset whose manifest says it is incomplete gets an
+    :class:`~monai_dafgan.data.manifest.IncompleteDatasetWarning`.
 
     Returns:
         ``[{"image": path, "label": path, "name": stem}, ...]``
@@ -56,6 +58,7 @@ def nuclei_file_list(
         NucleiDataError: a folder is missing or empty, or an image has no label file.
     """
     images = image_files(image_dir)
+    warn_if_incomplete(image_dir)
     label_dir = Path(label_dir)
     if not label_dir.is_dir():
         raise NucleiDataError(label_dir, "folder not found.")

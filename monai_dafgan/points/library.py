@@ -3,6 +3,8 @@ draws from (stage 1 of DAFF-GAN)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -56,6 +58,9 @@ class CentroidLibrary:
         shapes: one (K, 3) array of nucleus moment ellipses ``(major, minor, orientation)`` per tile, row for row
             with ``points`` (optional; :meth:`from_samples` measures them). They give
             :attr:`nucleus_shapes`, which the shape-aware point encoding draws from.
+        provenance: where the tiles came from, JSON-serialisable (optional; e.g. ``dataset_dir``, ``split``,
+            ``holdout`` and ``files``, a fingerprint of the tile files, as
+            :func:`~monai_dafgan.synthesis.library_from_folder` records it); saved with the library.
     """
 
     def __init__(
@@ -64,6 +69,7 @@ class CentroidLibrary:
         sizes: Sequence[Sequence[int]],
         names: Sequence[str] | None = None,
         shapes: Sequence[np.ndarray] | None = None,
+        provenance: Mapping | None = None,
     ):
         if len(points) != len(sizes) or not len(points):
             raise ValueError(f"need one size per point array and at least one tile, got {len(points)} and {len(sizes)}.")
@@ -79,6 +85,7 @@ class CentroidLibrary:
         self.shapes = None if shapes is None else [np.asarray(x, dtype=np.float32).reshape(-1, 3) for x in shapes]
         if self.shapes is not None and [len(x) for x in self.shapes] != [len(p) for p in self.points]:
             raise ValueError("shapes must hold one (major, minor, orientation) row per point of each tile.")
+        self.provenance = None if provenance is None else json.loads(json.dumps(dict(provenance)))
         self._statistics: dict[tuple[int, int], PointStatistics] = {}
         self._nucleus_shapes: NucleusShapes | None = None
 
@@ -125,10 +132,23 @@ class CentroidLibrary:
     def num_points(self) -> int:
         return sum(len(p) for p in self.points)
 
+    def fingerprint(self) -> str:
+        """SHA-256 (hex) of the content that shapes point sets and nucleus shapes: points, tile sizes and names,
+        shapes (not :attr:`provenance`); equal for a library and its saved and loaded copy."""
+        digest = hashlib.sha256()
+        arrays = [np.concatenate(self.points), np.array(self.sizes, dtype=np.int64)]
+        arrays += [] if self.shapes is None else [np.concatenate(self.shapes)]
+        for array in arrays:
+            digest.update(str(array.shape).encode() + np.ascontiguousarray(array).tobytes())
+        digest.update(json.dumps(self.names).encode())
+        return digest.hexdigest()
+
     def save(self, path: str | os.PathLike) -> None:
-        """Write to a ``.npz`` file (positions, types, nucleus shapes, tile sizes and names; no images), creating
-        its folder."""
+        """Write to a ``.npz`` file (positions, types, nucleus shapes, tile sizes and names, provenance as JSON; no
+        images), creating its folder."""
         extra = {} if self.shapes is None else {"shapes": np.concatenate(self.shapes)}
+        if self.provenance is not None:
+            extra["provenance"] = np.array(json.dumps(self.provenance))  # a unicode array: no pickle to load it
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(
             path,
@@ -141,10 +161,12 @@ class CentroidLibrary:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> CentroidLibrary:
+        """Read a library :meth:`save` wrote; files of older versions lack shapes or provenance (None then)."""
         with np.load(Path(path), allow_pickle=False) as f:
             splits = np.cumsum(f["counts"])[:-1]
             shapes = np.split(f["shapes"], splits) if "shapes" in f.files else None
-            return cls(np.split(f["points"], splits), f["sizes"].tolist(), f["names"].tolist(), shapes)
+            provenance = json.loads(str(f["provenance"])) if "provenance" in f.files else None
+            return cls(np.split(f["points"], splits), f["sizes"].tolist(), f["names"].tolist(), shapes, provenance)
 
     def crop(self, tile: int, top: int, left: int, size: Sequence[int]) -> np.ndarray:
         """Points of ``tile`` inside the window at (``top``, ``left``) of ``size``, in window coordinates."""

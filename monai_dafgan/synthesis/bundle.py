@@ -28,7 +28,9 @@ __all__ = [
     "assemble_synthesis_bundle",
     "generator_settings",
     "library_from_folder",
+    "library_source",
     "point_map_settings",
+    "resolve_centroid_library",
     "shipped_library",
     "shipped_synthesis_bundle",
     "synthesis_weight_files",
@@ -179,12 +181,81 @@ def point_map_settings(points_to_mask_bundle: str | os.PathLike, overrides: Mapp
     return {"point_encoding": settings["point_encoding"], "point_radius": settings["point_radius"]}
 
 
+def library_source(dataset_dir: str | os.PathLike, split: str = "Train", holdout: Iterable[str] = ()) -> dict:
+    """Where a centroid library of a CoNSeP-layout folder comes from: ``{"dataset_dir" (absolute), "split",
+    "holdout" (sorted), "files"}``, ``files`` being :func:`~monai_dafgan.records.files_fingerprint` of the tiles it is
+    built from (their content, so a moved copy of the same tiles matches and an edited tile does not)."""
+    from ..data import consep_file_list
+    from ..records import files_fingerprint
+
+    holdout = sorted(set(holdout))
+    files = [f for f in consep_file_list(dataset_dir, split) if f["name"] not in holdout]
+    return {
+        "dataset_dir": str(Path(dataset_dir).resolve()),
+        "split": split,
+        "holdout": holdout,
+        "files": files_fingerprint(files),
+    }
+
+
 def library_from_folder(dataset_dir: str | os.PathLike, split: str = "Train", holdout: Iterable[str] = ()) -> CentroidLibrary:
-    """The centroid library (with nucleus shapes) of a CoNSeP-layout folder's tiles, ``holdout`` left out."""
+    """The centroid library (with nucleus shapes) of a CoNSeP-layout folder's tiles, ``holdout`` left out; its
+    ``provenance`` is :func:`library_source`."""
     from ..data import load_consep
 
     holdout = set(holdout)
     tiles = [t for t in load_consep(dataset_dir, split) if t["name"] not in holdout]
     if not tiles:
         raise ValueError(f"no tiles of {dataset_dir}/{split} are left for the centroid library (holdout {sorted(holdout)}).")
-    return CentroidLibrary.from_samples(tiles)
+    library = CentroidLibrary.from_samples(tiles)
+    library.provenance = library_source(dataset_dir, split, holdout)
+    return library
+
+
+def _same_tiles(provenance: Mapping | None, source: Mapping) -> bool:
+    """Whether a saved library's ``provenance`` is of the same tiles as ``source`` (where they lie may differ)."""
+    return provenance is not None and all(provenance.get(k) == source[k] for k in ("split", "holdout", "files"))
+
+
+def resolve_centroid_library(
+    library_path: str | os.PathLike,
+    dataset_dir: str | os.PathLike | None = None,
+    split: str = "Train",
+    holdout: Iterable[str] = (),
+    announce=print,
+) -> CentroidLibrary:
+    """The centroid library to synthesise with: the saved one at ``library_path``, or the one of ``dataset_dir``.
+
+    - No ``dataset_dir``: the saved library.
+    - A ``dataset_dir``: the library of its tiles, never silently another. The saved library is reused when its
+      provenance shows the same tiles (same split, holdout and file contents); otherwise the library is built from
+      ``dataset_dir`` and ``announce`` says so, leaving the saved file as it is (in a synthesis bundle it is the
+      library of the tiles the generators were trained on). With no saved file, the built library is saved at
+      ``library_path``, so later runs need no data.
+
+    Raises:
+        FileNotFoundError: no ``dataset_dir`` and no saved library.
+    """
+    saved = Path(library_path)
+    if dataset_dir is None:
+        if not saved.is_file():
+            raise FileNotFoundError(
+                f"{saved} not found: pass --data-dir (dataset_dir in the bundle config) with a CoNSeP-layout folder "
+                "to build the centroid library from."
+            )
+        return CentroidLibrary.load(saved)
+    source = library_source(dataset_dir, split, holdout)
+    if saved.is_file():
+        library = CentroidLibrary.load(saved)
+        if _same_tiles(library.provenance, source):
+            return library
+        origin = "of unrecorded tiles" if library.provenance is None else f"of {library.provenance['dataset_dir']}"
+        announce(
+            f"building the centroid library of {Path(dataset_dir) / split} as asked; the saved {saved} ({origin}) "
+            "is not of these tiles and is left unchanged (leave the data folder out to use it)"
+        )
+        return library_from_folder(dataset_dir, split, holdout)
+    library = library_from_folder(dataset_dir, split, holdout)
+    library.save(saved)
+    announce(f"saved the centroid library of {Path(dataset_dir) / split} to {saved}")
+    return library

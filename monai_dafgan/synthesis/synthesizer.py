@@ -14,7 +14,9 @@ still always gives the same sample.
 
 The generators run batched on one device (CUDA when available, bf16 autocast there), the instance recovery on the
 CPU with numpy. Synthesis is deterministic: the generators have no noise input and run in eval mode, so a point set
-always gives the same sample on a given device and build.
+always gives the same sample on a given device, build and torch thread count (on the CPU another thread count, or a
+batch of another size, changes image values by about 1e-4 on 0..255; labels only where a probability is within
+~1e-6 of the foreground threshold).
 
 Synthesis bundle layout (read by :meth:`NucleiSynthesizer.from_bundle`)::
 
