@@ -19,7 +19,7 @@ from monai.transforms import RandAffined
 
 from _common import REPO, environment, write_result
 from monai_dafgan.data import SlidingWindowCropDataset, load_consep, make_toy_consep
-import monai_dafgan.segmentation.hovernet as recipe
+import monai_dafgan.segmentation.transforms as recipe
 from monai_dafgan.segmentation import hovernet_train_transforms
 
 

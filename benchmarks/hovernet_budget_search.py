@@ -29,7 +29,8 @@ from monai.utils import set_determinism
 
 from _common import REPO
 from monai_dafgan.data import SlidingWindowCropDataset, load_consep
-from monai_dafgan.segmentation import build_hovernet, evaluate_tiles, hovernet_train_transforms, select_tiles
+from monai_dafgan.data import select_tiles
+from monai_dafgan.segmentation import build_hovernet, evaluate_tiles, hovernet_train_transforms
 
 HOLDOUT = ["train_5", "train_10", "train_15", "train_20", "train_25"]
 SCORES = ("dice", "aji", "dq", "sq", "pq")
@@ -75,7 +76,7 @@ def main() -> None:
     loss_function = HoVerNetLoss(lambda_hv_mse=args.hv_weight)
     prepare = PrepareBatchHoVerNet(extra_keys=["label_type", "hover_label_inst"])
     evaluate_at = sorted({int(x) for x in args.eval_at.split(",") if x} | {args.iters})
-    held_out = select_tiles(tiles, HOLDOUT)
+    held_out = select_tiles(tiles, include=HOLDOUT)
 
     args.log.parent.mkdir(parents=True, exist_ok=True)
     losses, iteration, training_seconds, started = [], 0, 0.0, time.perf_counter()

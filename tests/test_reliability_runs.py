@@ -197,7 +197,7 @@ def test_select_tiles_refuses_unknown_names_and_empty_selections():
     assert [t["name"] for t in select_tiles(tiles, exclude=["t_2"])] == ["t_1", "t_3"]
     assert [t["name"] for t in select_tiles(tiles, include=["t_2"])] == ["t_2"]
     assert select_tiles(tiles, include=[], allow_empty=True) == []
-    with pytest.raises(ValueError, match=r"\['t_9'\] are not in the dataset \(its tiles: t_1, t_2, t_3\)"):
+    with pytest.raises(ValueError, match=r"tiles \['t_9'\] are not in the dataset \(its tiles: t_1, t_2, t_3\)"):
         select_tiles(tiles, exclude=["t_9"])
     with pytest.raises(ValueError, match=r"no tile is left of the dataset's 3"):
         select_tiles(tiles, exclude=["t_1", "t_2", "t_3"])

@@ -10,16 +10,14 @@ import pytest
 import torch
 from monai.networks.nets import HoVerNet
 
-from monai_dafgan.data import evenly_spaced_subset, make_toy_sample
+from monai_dafgan.data import evenly_spaced_subset, make_toy_sample, select_tiles
+from monai_dafgan.engines import TwoStageStepLR, hovernet_lr_scheduler
 from monai_dafgan.segmentation import (
-    TwoStageStepLR,
-    hovernet_lr_scheduler,
     hovernet_encoder_parameters,
     load_hovernet_weights,
     load_pretrained_encoder,
     paired_comparison,
     read_state_dict,
-    select_tiles,
     write_evaluation,
 )
 from monai_dafgan.segmentation.weights import ENCODER_PREFIXES
@@ -135,13 +133,13 @@ def test_lr_scheduler_by_name():
 
 def test_select_tiles_by_name_and_centre_crop():
     tiles = [make_toy_sample(96, seed=0, index=i) | {"name": f"t{i}"} for i in range(3)]
-    chosen = select_tiles(tiles, ["t2", "t0"], center_crop=64)
+    chosen = select_tiles(tiles, include=["t2", "t0"], center_crop=64)
     assert [t["name"] for t in chosen] == ["t2_y16_x16", "t0_y16_x16"]
     assert chosen[0]["image"].shape == (3, 64, 64) and chosen[0]["label_inst"].shape == (1, 64, 64)
     np.testing.assert_array_equal(chosen[0]["image"], tiles[2]["image"][:, 16:80, 16:80])
-    assert [t["name"] for t in select_tiles(tiles, None, center_crop=500)] == ["t0_y0_x0", "t1_y0_x0", "t2_y0_x0"]
+    assert [t["name"] for t in select_tiles(tiles, center_crop=500)] == ["t0_y0_x0", "t1_y0_x0", "t2_y0_x0"]
     with pytest.raises(ValueError, match=r"tiles \['t9'\] are not in the dataset"):
-        select_tiles(tiles, ["t9"])
+        select_tiles(tiles, include=["t9"])
 
 
 def test_evenly_spaced_subset():

@@ -17,6 +17,7 @@ import re
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 from monai.transforms import MapTransform
 
 from .io import IMAGE_SUFFIXES, LABEL_SUFFIXES, NucleiDataError, read_sample
@@ -140,28 +141,43 @@ def load_consep(root: str | os.PathLike, split: str = "Train", type_scheme: Type
 def select_tiles(
     tiles: Sequence[Mapping],
     exclude: Iterable[str] = (),
-    include: Iterable[str] | None = None,
+    include: Sequence[str] | None = None,
     allow_empty: bool = False,
+    center_crop: int | None = None,
 ) -> list[Mapping]:
-    """The tiles (samples or file dicts with ``name``) named in ``include`` (all when None) and not in ``exclude``, in
-    their order: e.g. the training tiles (``exclude=holdout``) or the validation tiles (``include=holdout``).
+    """The tiles (samples or file dicts with ``name``) named in ``include`` (in its order; all, in theirs, when None)
+    and not in ``exclude``: e.g. the training tiles (``exclude=holdout``), the validation tiles
+    (``include=holdout``) or the tiles to evaluate.
+
+    Args:
+        center_crop: side of a centre crop of each (in-memory) tile, for quick checks; tiles smaller than it are kept
+            whole. None: the tiles as they are.
 
     Raises:
         ValueError: a name in ``exclude`` or ``include`` that no tile has (a misspelt holdout would otherwise hold
             nothing out), or no tile left unless ``allow_empty``.
     """
-    names = [t["name"] for t in tiles]
-    exclude, include = set(exclude), None if include is None else set(include)
-    unknown = (exclude | (include or set())) - set(names)
+    by_name = {str(t["name"]): t for t in tiles}
+    exclude = set(exclude)
+    unknown = sorted((exclude | set(include or ())) - set(by_name))
     if unknown:
-        raise ValueError(f"tile names {sorted(unknown)} are not in the dataset (its tiles: {_name_summary(names)}).")
-    chosen = [t for t in tiles if t["name"] not in exclude and (include is None or t["name"] in include)]
+        raise ValueError(f"tiles {unknown} are not in the dataset (its tiles: {_name_summary(list(by_name))}).")
+    chosen = [t for t in (tiles if include is None else [by_name[n] for n in include]) if t["name"] not in exclude]
     if not chosen and not allow_empty:
         raise ValueError(
-            f"no tile is left of the dataset's {len(names)} ({_name_summary(names)}) with "
-            f"{'' if include is None else f'include {sorted(include)}, '}exclude {sorted(exclude)}."
+            f"no tile is left of the dataset's {len(by_name)} ({_name_summary(list(by_name))}) with "
+            f"{'' if include is None else f'include {list(include)}, '}exclude {sorted(exclude)}."
         )
-    return chosen
+    if center_crop is None:
+        return list(chosen)
+    from .crops import crop_sample  # crops builds on this module
+
+    cropped = []
+    for tile in chosen:
+        height, width = np.asarray(tile["label_inst"]).shape[-2:]
+        size_h, size_w = min(int(center_crop), height), min(int(center_crop), width)
+        cropped.append(crop_sample(tile, (height - size_h) // 2, (width - size_w) // 2, size_h, size_w))
+    return cropped
 
 
 def _name_summary(names: Sequence[str], shown: int = 6) -> str:

@@ -5,7 +5,6 @@ from .handlers import (
     FreezeParameters,
     GanCheckpoint,
     GanImageGrid,
-    LinearDecayLR,
     LossGuard,
     LossProgressBar,
     ReseedTransforms,
@@ -16,9 +15,9 @@ from .handlers import (
     latest_checkpoint,
     loss_terms,
     require_file,
-    restore_lr_schedule,
     unwrap,
 )
+from .schedules import LinearDecayLR, TwoStageStepLR, hovernet_lr_scheduler, restore_lr_schedule
 from .trainer import ConditionalGanTrainer, GanOutputKeys, prepare_condition_batch, require_batches
 
 __all__ = [
@@ -35,7 +34,9 @@ __all__ = [
     "RunIdentity",
     "SaveGeneratedImages",
     "TrainingDivergedError",
+    "TwoStageStepLR",
     "atomic_torch_save",
+    "hovernet_lr_scheduler",
     "latest_checkpoint",
     "loss_terms",
     "prepare_condition_batch",

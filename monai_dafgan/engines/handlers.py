@@ -11,7 +11,6 @@
   state can be checkpointed, so the last good checkpoint stays.
 - :class:`FreezeParameters`: keeps a parameter group fixed for the first N epochs (pix2pixHD's
   ``niter_fix_global``: the global generator inside a local enhancer).
-- :class:`LinearDecayLR`: pix2pixHD's learning-rate factor, constant then linear to zero, for ``LambdaLR``.
 - :class:`GanImageGrid`: condition | real | generated grids to TensorBoard and PNG files.
 - :class:`LossProgressBar`: a progress bar showing the losses.
 
@@ -37,6 +36,7 @@ from ignite.engine import Engine, Events
 from monai.data.utils import set_rnd
 
 from ..data.io import atomic_write, remove_stale_temporaries
+from .schedules import restore_lr_schedule
 from .trainer import GanOutputKeys
 
 logger = logging.getLogger(__name__)
@@ -107,25 +107,6 @@ class RunIdentity:
 
     def __repr__(self) -> str:
         return f"RunIdentity({self.identity})"
-
-
-def restore_lr_schedule(scheduler: torch.optim.lr_scheduler.LRScheduler, saved: Mapping) -> None:
-    """Restore ``scheduler``'s position from ``saved`` but keep its own schedule, and set the optimiser's learning
-    rate to what that schedule gives there.
-
-    ``LambdaLR`` saves the attributes of its factor objects (a :class:`LinearDecayLR`'s epoch counts) and loading
-    puts them back, so a run resumed with more epochs would follow the old, shorter schedule (its extra epochs at
-    learning rate 0). Here the extended run has, from the resumed epoch on, the rates a fresh run of that length has.
-    """
-    saved = dict(saved)
-    if "lr_lambdas" in saved:
-        saved["lr_lambdas"] = [None] * len(saved["lr_lambdas"])
-    scheduler.load_state_dict(saved)
-    if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
-        rates = [base * factor(scheduler.last_epoch) for base, factor in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
-        for group, rate in zip(scheduler.optimizer.param_groups, rates):
-            group["lr"] = rate
-        scheduler._last_lr = rates
 
 
 class ReseedTransforms:
@@ -389,19 +370,6 @@ class FreezeParameters:
         frozen = engine.state.epoch <= self.num_epochs  # state.epoch counts from 1 once an epoch has started
         for p in self._params():
             p.requires_grad_(not frozen)
-
-
-class LinearDecayLR:
-    """pix2pixHD's learning-rate factor for ``torch.optim.lr_scheduler.LambdaLR`` stepped once per epoch:
-    1 for ``num_constant`` epochs, then linearly down to 0 over ``num_decay`` epochs."""
-
-    def __init__(self, num_constant: int, num_decay: int):
-        self.num_constant, self.num_decay = num_constant, num_decay
-
-    def __call__(self, epoch: int) -> float:
-        if epoch < self.num_constant or self.num_decay <= 0:
-            return 1.0
-        return max(0.0, 1.0 - (epoch - self.num_constant + 1) / (self.num_decay + 1))
 
 
 class GanImageGrid:

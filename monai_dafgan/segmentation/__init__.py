@@ -1,7 +1,8 @@
-"""Segmenter recipes that consume the data contract: HoVer-Net on a selectable encoder (:mod:`.networks`), its
-training transforms, two-stage training helpers, whole-tile inference and post-processing (:mod:`.hovernet`), local
-weight files (:mod:`.weights`), and tile-level evaluation with a Table I style report and paired comparisons
-(:mod:`.evaluation`)."""
+"""Segmenter recipes that consume the data contract: HoVer-Net on a selectable encoder and the parameters its
+first stage freezes (:mod:`.networks`), its training transforms (:mod:`.transforms`), whole-tile inference and
+post-processing (:mod:`.inference`), local weight files (:mod:`.weights`), and tile-level evaluation with a Table I
+style report and paired comparisons (:mod:`.evaluation`). Its learning-rate schedules are in
+:mod:`monai_dafgan.engines.schedules`."""
 
 from __future__ import annotations
 
@@ -10,22 +11,15 @@ from monai_dafgan.segmentation.evaluation import (
     evaluate_tiles,
     format_table1,
     paired_comparison,
-    select_tiles,
     write_evaluation,
 )
-from monai_dafgan.segmentation.hovernet import (
-    HOVERNET_NUM_CLASSES,
+from monai_dafgan.segmentation.inference import (
     HoVerNetNucleid,
     SaveNucleiPredictions,
-    TwoStageStepLR,
-    hovernet_encoder_parameters,
     hovernet_inferer,
-    hovernet_lr_scheduler,
     hovernet_postprocess,
-    hovernet_train_transforms,
     infer_tile,
     predict_tile,
-    split_disconnected_instances,
 )
 from monai_dafgan.segmentation.networks import (
     HOVERNET_ENCODERS,
@@ -33,7 +27,13 @@ from monai_dafgan.segmentation.networks import (
     ResNetFeatures2d,
     ResNetHoVerNet,
     build_hovernet,
+    hovernet_encoder_parameters,
     network_architecture,
+)
+from monai_dafgan.segmentation.transforms import (
+    HOVERNET_NUM_CLASSES,
+    hovernet_train_transforms,
+    split_disconnected_instances,
 )
 from monai_dafgan.segmentation.weights import (
     checkpoint_architecture,
@@ -53,14 +53,12 @@ __all__ = [
     "ResNetHoVerNet",
     "SaveNucleiPredictions",
     "TABLE1_COLUMNS",
-    "TwoStageStepLR",
     "build_hovernet",
     "checkpoint_architecture",
     "evaluate_tiles",
     "format_table1",
     "hovernet_encoder_parameters",
     "hovernet_inferer",
-    "hovernet_lr_scheduler",
     "hovernet_postprocess",
     "hovernet_train_transforms",
     "infer_tile",
@@ -70,7 +68,6 @@ __all__ = [
     "paired_comparison",
     "predict_tile",
     "read_state_dict",
-    "select_tiles",
     "split_disconnected_instances",
     "write_evaluation",
 ]

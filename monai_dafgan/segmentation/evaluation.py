@@ -18,10 +18,9 @@ import torch
 from monai.utils import convert_to_numpy
 from tqdm.auto import tqdm
 
-from monai_dafgan.data.crops import crop_sample
 from monai_dafgan.data.io import atomic_write
 from monai_dafgan.metrics import COUNT_KEYS, INSTANCE_METRICS, NucleiMetric, nuclei_metrics, typed_metric_names
-from monai_dafgan.segmentation.hovernet import predict_tile
+from monai_dafgan.segmentation.inference import predict_tile
 from monai_dafgan.visualize import image_grid, overlay_nuclei, save_png
 
 __all__ = [
@@ -29,7 +28,6 @@ __all__ = [
     "evaluate_tiles",
     "format_table1",
     "paired_comparison",
-    "select_tiles",
     "write_evaluation",
 ]
 
@@ -48,37 +46,6 @@ TABLE1_COLUMNS: tuple[tuple[str, str], ...] = (
 def _plane(array) -> np.ndarray:
     value = convert_to_numpy(array)
     return value.reshape(value.shape[-2:])
-
-
-def select_tiles(
-    samples: Sequence[Mapping], names: Sequence[str] | None = None, center_crop: int | None = None
-) -> list[dict]:
-    """The tiles to evaluate: those named (all when ``names`` is None), optionally cut to their centre.
-
-    Args:
-        samples: data-contract samples with ``name``.
-        names: tile names to keep, in this order.
-        center_crop: side of a centre crop of each tile (tiles smaller than it are kept whole); for quick checks.
-
-    Raises:
-        ValueError: a name that is not among the samples, or nothing left to evaluate.
-    """
-    by_name = {str(sample.get("name")): sample for sample in samples}
-    if names is not None:
-        unknown = [name for name in names if name not in by_name]
-        if unknown:
-            raise ValueError(f"tiles {unknown} are not in the dataset (it has {sorted(by_name)}).")
-        samples = [by_name[name] for name in names]
-    if not samples:
-        raise ValueError("no tiles to evaluate.")
-    if center_crop is None:
-        return [dict(sample) for sample in samples]
-    cropped = []
-    for sample in samples:
-        height, width = np.asarray(sample["label_inst"]).shape[-2:]
-        size_h, size_w = min(int(center_crop), height), min(int(center_crop), width)
-        cropped.append(crop_sample(sample, (height - size_h) // 2, (width - size_w) // 2, size_h, size_w))
-    return cropped
 
 
 def evaluate_tiles(

@@ -333,3 +333,17 @@ def build_hovernet(
         freeze_encoder=freeze_encoder,
         **kwargs,
     )
+
+
+def hovernet_encoder_parameters(network: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The parameters ``freeze_encoder=True`` freezes. MONAI's ``HoVerNet``: the dense layers of the first residual
+    block and the whole of the other three (the stem, the first block's shortcut and its transition stay trainable).
+    :class:`monai_dafgan.segmentation.ResNetHoVerNet`: the whole ResNet encoder (stem included).
+
+    With :class:`monai_dafgan.engines.FreezeParameters` this gives the model zoo's two stages (encoder frozen, then
+    unfrozen) in one run."""
+    network = getattr(network, "module", network)  # DataParallel / DDP
+    if isinstance(network, ResNetHoVerNet):
+        return list(network.encoder.parameters())
+    blocks = list(network.res_blocks.children())
+    return list(blocks[0].layers.parameters()) + [p for block in blocks[1:] for p in block.parameters()]
