@@ -1,8 +1,7 @@
 """One DAFF-GAN training step against the same step of the pix2pixHD baseline, side by side.
 
-A step is pix2pixHD's: G forward; D on (condition, fake) and on (condition, real); generator loss = LSGAN +
-feature matching (lambda 10); G backward and Adam step; D on (condition, fake.detach()); D loss
-0.5 * (fake + real); D backward and Adam step. DAFF-GAN (criss-cross attention R = 2 + long skips) and the baseline
+A step is the bundles' own: one iteration of ``ConditionalGanTrainer`` (G forward; D step on (condition, real) vs
+(condition, fake.detach()), loss 0.5 * (real + fake); G step with D frozen, LSGAN + feature matching (lambda 10)). DAFF-GAN (criss-cross attention R = 2 + long skips) and the baseline
 (attention and long skip off) are built from the same preset and seed and stepped alternately, so that machine
 load hits both alike; after ``--warmup`` warm-up steps, ``--steps`` steps are timed and the ratio DAFF / pix2pixHD
 is reported for the median and the minimum wall time and, on CPU, for the median process CPU time (robust to other
@@ -31,12 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from _common import environment, write_result  # noqa: E402
-from monai_dafgan.losses import (  # noqa: E402
-    FeatureMatchingLoss,
-    MultiScaleGANLoss,
-    Pix2PixHDDiscriminatorLoss,
-    Pix2PixHDGeneratorLoss,
-)
+from monai_dafgan.engines import ConditionalGanTrainer  # noqa: E402
+from monai_dafgan.losses import FeatureMatchingLoss, MultiScaleGANLoss  # noqa: E402
 from monai_dafgan.networks import DAFFGenerator, MultiScaleDiscriminator  # noqa: E402
 
 IN_CHANNELS, OUT_CHANNELS = 6, 3  # G2-like: one-hot typed mask (5) + instance edges (1) -> RGB
@@ -54,22 +49,14 @@ class GanStep:
         betas = (0.5, 0.999)
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=2e-4, betas=betas)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=2e-4, betas=betas)
-        gan = MultiScaleGANLoss("least_squares")
-        self.g_loss = Pix2PixHDGeneratorLoss(gan, FeatureMatchingLoss(10.0))
-        self.d_loss = Pix2PixHDDiscriminatorLoss(gan)
+        self.trainer = ConditionalGanTrainer(
+            device=device, max_epochs=1, train_data_loader=[None], epoch_length=1, g_network=self.generator,
+            g_optimizer=self.opt_g, d_network=self.discriminator, d_optimizer=self.opt_d,
+            gan_loss=MultiScaleGANLoss("least_squares"), feature_matching_loss=FeatureMatchingLoss(10.0),
+        )
 
     def __call__(self, condition: torch.Tensor, real: torch.Tensor) -> None:
-        fake = self.generator(condition)
-        fake_outputs = self.discriminator(torch.cat([condition, fake], 1))
-        real_outputs = self.discriminator(torch.cat([condition, real], 1))
-        g_total = self.g_loss(fake_outputs, real_outputs)["total"]
-        self.opt_g.zero_grad(set_to_none=True)
-        g_total.backward()
-        self.opt_g.step()  # pix2pixHD: G first, then D, both losses from the pre-update D
-        d_total = self.d_loss(self.discriminator(torch.cat([condition, fake.detach()], 1)), real_outputs)["total"]
-        self.opt_d.zero_grad(set_to_none=True)
-        d_total.backward()
-        self.opt_d.step()
+        self.trainer._iteration(self.trainer, {"condition": condition, "target": real})
 
 
 def run_case(preset: str, size: int, batch: int, device: torch.device, steps: int, warmup: int) -> dict:

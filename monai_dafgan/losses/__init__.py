@@ -5,14 +5,10 @@ from .adversarial import (
     GAN_MODES,
     FeatureMatchingLoss,
     MultiScaleGANLoss,
-    Pix2PixHDDiscriminatorLoss,
-    Pix2PixHDGeneratorLoss,
 )
 
 __all__ = [
     "GAN_MODES",
     "FeatureMatchingLoss",
     "MultiScaleGANLoss",
-    "Pix2PixHDDiscriminatorLoss",
-    "Pix2PixHDGeneratorLoss",
 ]

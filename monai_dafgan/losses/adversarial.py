@@ -10,7 +10,7 @@ for the other two modes: its "bce" is sigmoid + ``BCELoss``, which autocast refu
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -21,8 +21,6 @@ __all__ = [
     "GAN_MODES",
     "FeatureMatchingLoss",
     "MultiScaleGANLoss",
-    "Pix2PixHDDiscriminatorLoss",
-    "Pix2PixHDGeneratorLoss",
 ]
 
 GAN_MODES = ("least_squares", "hinge", "bce")
@@ -127,73 +125,3 @@ class FeatureMatchingLoss(nn.Module):
             for fake, real in zip(fake_scale[:-1], real_scale[:-1]):
                 loss = loss + layer_weight * F.l1_loss(fake.float(), real.detach().float())
         return loss
-
-
-class Pix2PixHDGeneratorLoss(nn.Module):
-    """pix2pixHD generator objective: ``G_GAN + G_GAN_Feat + perceptual_weight * perceptual(fake, real)``.
-
-    Args:
-        gan_loss: adversarial term, evaluated as ``gan_loss(fake_outputs, True, False)``.
-        feature_matching: feature-matching term, or ``None`` to leave it out (pix2pixHD's ``--no_ganFeat_loss``).
-        perceptual: optional ``perceptual(fake_image, real_image) -> scalar tensor`` (e.g. a VGG loss built from a
-            local weights file; none ships with this package). Off by default.
-        perceptual_weight: its weight (pix2pixHD scales its VGG loss by ``lambda_feat`` = 10).
-
-    Call: ``loss(fake_outputs, real_outputs=None, fake_image=None, real_image=None) -> dict`` with the scalar terms
-    ``"gan"``, ``"feature_matching"`` (if enabled), ``"perceptual"`` (if enabled, already weighted) and their sum
-    ``"total"``. ``fake_outputs`` is D on ``concat(condition, fake)`` with the fake NOT detached.
-    """
-
-    def __init__(
-        self,
-        gan_loss: MultiScaleGANLoss,
-        feature_matching: FeatureMatchingLoss | None,
-        perceptual: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-        perceptual_weight: float = 10.0,
-    ) -> None:
-        super().__init__()
-        self.gan_loss = gan_loss
-        self.feature_matching = feature_matching
-        self.perceptual = perceptual
-        self.perceptual_weight = perceptual_weight
-
-    def forward(
-        self,
-        fake_outputs: DiscriminatorOutputs,
-        real_outputs: DiscriminatorOutputs | None = None,
-        fake_image: torch.Tensor | None = None,
-        real_image: torch.Tensor | None = None,
-    ) -> dict[str, torch.Tensor]:
-        terms = {"gan": self.gan_loss(fake_outputs, True, False)}
-        if self.feature_matching is not None:
-            if real_outputs is None:
-                raise ValueError("feature matching needs real_outputs (D on concat(condition, real)).")
-            terms["feature_matching"] = self.feature_matching(fake_outputs, real_outputs)
-        if self.perceptual is not None:
-            if fake_image is None or real_image is None:
-                raise ValueError("the perceptual term needs fake_image and real_image.")
-            terms["perceptual"] = self.perceptual_weight * self.perceptual(fake_image, real_image)
-        terms["total"] = torch.stack(list(terms.values())).sum()
-        return terms
-
-
-class Pix2PixHDDiscriminatorLoss(nn.Module):
-    """pix2pixHD discriminator objective ``0.5 * (D_fake + D_real)``.
-
-    Args:
-        gan_loss: evaluated as ``gan_loss(fake_outputs, False, True)`` and ``gan_loss(real_outputs, True, True)``.
-
-    Call: ``loss(fake_outputs, real_outputs) -> dict`` with ``"fake"``, ``"real"`` and ``"total"``.
-    ``fake_outputs`` must come from D on ``concat(condition, fake.detach())``.
-    """
-
-    def __init__(self, gan_loss: MultiScaleGANLoss) -> None:
-        super().__init__()
-        self.gan_loss = gan_loss
-
-    def forward(
-        self, fake_outputs: DiscriminatorOutputs, real_outputs: DiscriminatorOutputs
-    ) -> dict[str, torch.Tensor]:
-        fake = self.gan_loss(fake_outputs, False, True)
-        real = self.gan_loss(real_outputs, True, True)
-        return {"fake": fake, "real": real, "total": 0.5 * (fake + real)}
