@@ -78,14 +78,14 @@ def _cmd_demo(args: argparse.Namespace) -> None:
         )
 
     from monai_dafgan.synthesis import assemble_synthesis_bundle, library_from_folder, point_map_settings
-    from monai_dafgan.study import source_bundles
+    from monai_dafgan.synthesis import bundles_root
 
     synthesis = args.out / "bundles" / "dafgan_nuclei_synthesis"
     points_to_mask = args.out / "bundles" / "dafgan_points2mask"
     library = library_from_folder(root, "Train")
     assemble_synthesis_bundle(
         synthesis, points_to_mask, args.out / "bundles" / "dafgan_mask2image", library,
-        **point_map_settings(points_to_mask), template=source_bundles() / "dafgan_nuclei_synthesis",
+        **point_map_settings(points_to_mask), template=bundles_root() / "dafgan_nuclei_synthesis",
     )  # fmt: skip
     synthesizer = NucleiSynthesizer.from_bundle(synthesis, device="cpu")
     print(f"4/4 synthesising {args.num_samples} samples with {synthesis}", flush=True)

@@ -46,6 +46,7 @@ from monai_dafgan.records import RunRecords, code_fingerprint, config_key, files
 from monai_dafgan.segmentation.evaluation import TABLE1_COLUMNS, format_table1, paired_comparison
 from monai_dafgan.synthesis.bundle import (
     assemble_synthesis_bundle,
+    bundles_root,
     library_from_folder,
     point_map_settings,
     shipped_synthesis_bundle,
@@ -61,7 +62,6 @@ __all__ = [
     "load_protocol",
     "run_study",
     "set_config_values",
-    "source_bundles",
     "summarize_study",
 ]
 
@@ -85,19 +85,11 @@ class StudyStepError(RuntimeError):
     """A bundle run of the study failed; the message holds the end of its log."""
 
 
-def source_bundles() -> Path:
-    """The ``bundles/`` folder of the source checkout this package runs from."""
-    bundles = Path(__file__).resolve().parents[1] / "bundles"
-    if not (bundles / "dafgan_points2mask" / "configs" / "train.yaml").is_file():
-        raise FileNotFoundError(f"{bundles} not found: bundles run from a source checkout (pip install -e .).")
-    return bundles
-
-
 def copy_bundle(name: str, target: Path) -> Path:
     """A copy of a source bundle's files (configs, docs text, licence) at ``target``: no weights, run outputs or
     pictures (the docs' loss curves and sample grids show the shipped runs on real data, not the copy's)."""
     shutil.copytree(
-        source_bundles() / name, target, dirs_exist_ok=True,
+        bundles_root() / name, target, dirs_exist_ok=True,
         ignore=shutil.ignore_patterns("runs", "eval", "*.pt", "*.ts", "*.npz", "*.png", "*.jpg"),
     )
     return target
@@ -294,7 +286,7 @@ def _bundle_files(path: Path) -> list[Path]:
 def run_study(protocol: Mapping, out: str | os.PathLike) -> dict:
     """Run (or complete) a Table I study; see the module docstring. Returns the content of ``table1.json``."""
     out = Path(out)
-    bundles = source_bundles()
+    bundles = bundles_root()
     runner = _Runner(out, protocol.get("device"), protocol["environment"])
     records = RunRecords(protocol.get("results_dir") or out / "records")
     keep_weights = Path(protocol["keep_weights"]) if protocol.get("keep_weights") else None

@@ -10,6 +10,7 @@ from .bundle import (
     point_map_settings,
     resolve_centroid_library,
     shipped_library,
+    bundles_root,
     shipped_synthesis_bundle,
     synthesis_weight_files,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "point_map_settings",
     "resolve_centroid_library",
     "shipped_library",
+    "bundles_root",
     "shipped_synthesis_bundle",
     "synthesis_weight_files",
     "DEFAULT_MIN_AREA",

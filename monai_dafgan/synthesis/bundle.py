@@ -32,6 +32,7 @@ __all__ = [
     "point_map_settings",
     "resolve_centroid_library",
     "shipped_library",
+    "bundles_root",
     "shipped_synthesis_bundle",
     "synthesis_weight_files",
 ]
@@ -46,15 +47,23 @@ def synthesis_weight_files(baseline: bool = False) -> tuple[str, str]:
     return f"models/points_to_mask{suffix}.pt", f"models/mask_to_image{suffix}.pt"
 
 
+def bundles_root() -> Path:
+    """The folder of the package's bundles (configs, docs and shipped weights): ``monai_dafgan/_bundles`` of an
+    installed package (``pip install .`` puts them there), else ``bundles/`` of the source checkout it runs from."""
+    package = Path(__file__).resolve().parents[1]
+    candidates = (package / "_bundles", package.parent / "bundles")
+    for root in candidates:
+        if (root / "dafgan_points2mask" / "configs" / "train.yaml").is_file():
+            return root
+    raise FileNotFoundError(
+        f"the package's bundles are in neither {candidates[0]} nor {candidates[1]}: reinstall monai_dafgan "
+        "(pip install . or pip install -e . from its source)."
+    )
+
+
 def shipped_synthesis_bundle() -> Path:
-    """The ``dafgan_nuclei_synthesis`` bundle of this source checkout, with the shipped weights."""
-    bundle = Path(__file__).resolve().parents[2] / "bundles" / "dafgan_nuclei_synthesis"
-    if not (bundle / "configs" / "inference.yaml").is_file():
-        raise FileNotFoundError(
-            f"{bundle} not found: the shipped synthesis bundle comes with a source checkout (pip install -e .); "
-            "pass the folder of a synthesis bundle instead."
-        )
-    return bundle
+    """The ``dafgan_nuclei_synthesis`` bundle that comes with the package, with the shipped weights."""
+    return bundles_root() / "dafgan_nuclei_synthesis"
 
 
 def shipped_library() -> CentroidLibrary:
