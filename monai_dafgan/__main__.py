@@ -77,8 +77,7 @@ def _cmd_demo(args: argparse.Namespace) -> None:
             decay_epochs=args.epochs // 2, window=2 * args.patch_size, patch_size=args.patch_size, num_workers=0,
         )
 
-    from monai_dafgan.synthesis import assemble_synthesis_bundle, library_from_folder, point_map_settings
-    from monai_dafgan.synthesis import bundles_root
+    from monai_dafgan.synthesis import assemble_synthesis_bundle, bundles_root, library_from_folder, point_map_settings
 
     synthesis = args.out / "bundles" / "dafgan_nuclei_synthesis"
     points_to_mask = args.out / "bundles" / "dafgan_points2mask"

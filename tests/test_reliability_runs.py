@@ -183,7 +183,7 @@ def test_temporary_files_of_a_killed_write_are_removed(tmp_path):
 
 
 def test_no_batch_is_an_error_not_an_empty_run(tmp_path):
-    with pytest.raises(ValueError, match=r"yields no batch: 4 samples, batch_size 8"):
+    with pytest.raises(ValueError, match=r"yields no batch: 4 samples per epoch, batch_size 8"):
         torch.manual_seed(0)
         loader = DataLoader(_data(), batch_size=8, drop_last=True)
         ConditionalGanTrainer(
@@ -249,3 +249,19 @@ def test_bundle_rerun_with_other_data_or_holdout_is_refused(tmp_path):
         _train_bundle(bundle, data_a, holdout=["toy_9"])
     _train_bundle(bundle, data_a, epochs=2)  # the same run with more epochs continues
     assert torch.load(bundle / "runs" / "checkpoint.pt", weights_only=False)["epoch"] == 2
+
+
+def test_hovernet_bundle_without_a_batch_is_an_error(tmp_path):
+    data = tmp_path / "data"
+    make_toy_consep(data, num_tiles=2, size=64, seed=0)
+    bundle = tmp_path / "hovernet"
+    shutil.copytree(REPO / "bundles" / "hovernet_consep_synthetic", bundle, ignore=shutil.ignore_patterns("*.pt", "runs"))
+    workflow = ConfigWorkflow(
+        config_file=str(bundle / "configs" / "train.yaml"), workflow_type="train", bundle_root=str(bundle),
+        dataset_dir=str(data), holdout=["toy_2"], encoder="resnet18", patch_size=64, out_size=48, batch_size=4,
+        num_train_patches=2, lr_schedule="step", val_interval=0, num_workers=0, device="cpu", epochs=1,
+    )
+    workflow.initialize()
+    with pytest.raises(RuntimeError) as error:
+        workflow.run()
+    assert "the training data yields no batch: 2 samples per epoch, batch_size 4, drop_last" in str(error.value.__cause__)

@@ -64,10 +64,10 @@ def require_batches(loader: Iterable) -> Iterable:
     """``loader`` if it yields at least one batch per epoch, else ``ValueError`` saying why (a run without batches
     would end at once, without weights)."""
     if len(loader) == 0:
-        dataset, batch_size = getattr(loader, "dataset", None), getattr(loader, "batch_size", None)
-        size = "?" if dataset is None else len(dataset)
+        sampler, batch_size = getattr(loader, "sampler", None), getattr(loader, "batch_size", None)
+        size = "?" if sampler is None else len(sampler)
         raise ValueError(
-            f"the training data yields no batch: {size} samples, batch_size {batch_size}"
+            f"the training data yields no batch: {size} samples per epoch, batch_size {batch_size}"
             f"{', drop_last' if getattr(loader, 'drop_last', False) else ''}. Use a smaller batch_size or more data."
         )
     return loader
