@@ -358,7 +358,9 @@ class NucleiSynthesizer:
 
     # ------------------------------------------------------------------ properties and checks
     def to(self, device: str | torch.device) -> NucleiSynthesizer:
-        """Move both generators to ``device``; returns self."""
+        """Move both generators to ``device`` (nothing to do when they are there); returns self."""
+        if torch.device(device) == self.device:
+            return self
         self.device = torch.device(device)
         self.points_to_mask.to(self.device)
         self.mask_to_image.to(self.device)
