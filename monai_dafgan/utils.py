@@ -33,6 +33,13 @@ def to_bool(value) -> bool:
     return bool(value)
 
 
+def require(condition: Any, message: str) -> None:
+    """Raise ``ValueError(message)`` unless ``condition``: a config's way to refuse settings that cannot work
+    together (a bundle expression cannot ``raise``)."""
+    if not condition:
+        raise ValueError(message)
+
+
 def set_config_values(path: str | os.PathLike, values: Mapping[str, Any]) -> None:
     """Set top-level keys of a bundle's YAML config in place, keeping its comments and layout (a value is one line).
 

@@ -185,7 +185,33 @@ def test_model_zoo_checks(trained, toy_dir):
     for config, kind in (("train.yaml", "train"), ("inference.yaml", "infer")):
         workflow = ConfigWorkflow(
             config_file=str(trained / "configs" / config), workflow_type=kind, bundle_root=str(trained),
-            dataset_dir=str(toy_dir), split="Train", device="cpu", holdout=["toy_3"],
+            dataset_dir=str(toy_dir), split="Train", device="cpu", holdout=["toy_3"], batch_size=1,
         )
         workflow.initialize()
         assert workflow.check_properties() in (None, []), config
+
+
+def test_distributed_training_with_mixing_on_two_cpu_processes(toy_dir, tmp_path):
+    """multi_gpu_train.yaml with gloo: two ranks, each with its share of patches and its own synthetic samples;
+    rank 0 writes plain (not DDP-prefixed) weights that evaluate.yaml loads."""
+    bundle, synthesis = _bundle(tmp_path), _synthesis_bundle(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "monai.bundle", "run", "training",
+         "--config_file", "['configs/train.yaml','configs/multi_gpu_train.yaml']", "--dataset_dir", str(toy_dir),
+         *TINY[:4], "--frozen_epochs", "0", "--num_train_patches", "2", "--batch_size", "1", "--num_workers", "0",
+         "--val_interval", "0", "--synthesis_bundle", str(synthesis), "--synthetic_ratio", "1.0",
+         "--synthetic_size", "64", "--encoder", "resnet18", "--patch_size", "64", "--out_size", "48"],
+        cwd=bundle, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    weights = torch.load(bundle / "models" / "model.pt", weights_only=True)
+    assert not any(key.startswith("module.") for key in weights)
+    checkpoint = torch.load(next((bundle / "runs").glob("checkpoint_*.pt")), weights_only=False)
+    assert checkpoint["trainer"]["iteration"] == 1  # 2 patches shared by 2 ranks, batch 1: one iteration each
+    refused = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "monai.bundle", "run", "training",
+         "--config_file", "['configs/train.yaml','configs/multi_gpu_train.yaml']", "--dataset_dir", str(toy_dir),
+         *TINY[:4], "--frozen_epochs", "1"],
+        cwd=bundle, capture_output=True, text=True, timeout=600,
+    )
+    assert refused.returncode != 0 and "frozen_epochs must be 0 with multi_gpu_train.yaml" in refused.stderr

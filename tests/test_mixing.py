@@ -106,6 +106,19 @@ def test_merge_batches_append_and_replace():
         merge_batches(real, {**synthetic, "image": torch.ones(2, 2, 8, 8)})
 
 
+def test_mixer_ranks_draw_disjoint_samples(synthesizer, library, real_samples):
+    """In a distributed run each rank takes every num_ranks-th sample of the run: none twice across ranks."""
+    real_batch = list_data_collate([{k: s[k] for k in ("image", "label_inst", "name")} for s in real_samples[:2]])
+    names = []
+    for rank in (0, 1):
+        mixer = SyntheticBatchMixer(synthesizer, library, fraction=1.0, rank=rank, num_ranks=2,
+                                    prepare_batch=lambda b, *a, **k: b)
+        names.append(mixer(real_batch, "cpu")["name"][2:])
+    assert names == [["synthetic_s0_000000", "synthetic_s0_000002"], ["synthetic_s0_000001", "synthetic_s0_000003"]]
+    with pytest.raises(ValueError, match="0 <= rank < num_ranks"):
+        SyntheticBatchMixer(synthesizer, library, rank=2, num_ranks=2)
+
+
 @pytest.mark.parametrize(
     "mode, fraction, batch_sizes, expected",
     [

@@ -234,7 +234,9 @@ class SyntheticBatchMixer:
     Reproducibility: the ``j``-th synthetic sample of a run comes from point set ``j`` of the point source (a
     ``PointSetDataset`` seeded with ``seed`` for a :class:`~monai_dafgan.points.CentroidLibrary`, else
     ``point_source[j % len(point_source)]``) and its ``sample_transform`` is reseeded from (``seed``, ``j``). The
-    counters are in :meth:`state_dict`, so a ``CheckpointSaver`` can save them with the model.
+    counters are in :meth:`state_dict`, so a ``CheckpointSaver`` can save them with the model. In a distributed
+    run (``num_ranks`` processes) the ``j``-th sample of rank ``r`` is sample ``j * num_ranks + r`` of the run, so
+    no two ranks draw the same synthetic sample.
 
     Use it as ``SupervisedTrainer(prepare_batch=SyntheticBatchMixer(..., prepare_batch=<the usual one>))``, or leave
     the trainer's ``prepare_batch`` alone and add the mixer to ``train_handlers`` (:meth:`attach` wraps it).
@@ -258,6 +260,7 @@ class SyntheticBatchMixer:
             with another number is refused up front, before any batch. ``None`` skips the check.
         min_nuclei: with a ``CentroidLibrary``, the fewest points of a requested point set (see
             :class:`~monai_dafgan.points.PointSetDataset`).
+        rank, num_ranks: this process's rank and the number of processes of a distributed run (default: one).
     """
 
     def __init__(
@@ -274,7 +277,11 @@ class SyntheticBatchMixer:
         image_key: str = "image",
         num_types: int | None = None,
         min_nuclei: int = 0,
+        rank: int = 0,
+        num_ranks: int = 1,
     ):
+        if not 0 <= int(rank) < int(num_ranks):
+            raise ValueError(f"need 0 <= rank < num_ranks, got rank={rank}, num_ranks={num_ranks}.")
         if num_types is not None and int(synthesizer.num_types) != int(num_types):
             raise ValueError(
                 f"the synthesizer makes {synthesizer.num_types} nucleus types, the model trained here expects "
@@ -293,6 +300,7 @@ class SyntheticBatchMixer:
         self.seed, self.collate_fn, self.image_key = int(seed), collate_fn, image_key
         self.spatial_size = None if spatial_size is None else synthesizer.check_spatial_size(spatial_size)
         self.num_real_seen, self.num_synthesized, self.min_nuclei = 0, 0, int(min_nuclei)
+        self.rank, self.num_ranks = int(rank), int(num_ranks)
         self._point_streams: dict[tuple[int, int], PointSetDataset] = {}
 
     def state_dict(self) -> dict:
@@ -324,7 +332,7 @@ class SyntheticBatchMixer:
     def synthesize(self, count: int, spatial_size: tuple[int, int]) -> list[dict]:
         """The next ``count`` synthetic samples of the run, transformed by ``sample_transform``."""
         first, self.num_synthesized = self.num_synthesized, self.num_synthesized + count
-        indices = range(first, first + count)
+        indices = [j * self.num_ranks + self.rank for j in range(first, first + count)]
         point_sets = [self.point_set(j, spatial_size) for j in indices]
         names = [f"synthetic_s{self.seed}_{j:06d}" for j in indices]
         samples = self.synthesizer.synthesize(point_sets, spatial_size, names)
