@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from .data.instances import label_boundaries
 from .data.io import atomic_write
 from .data.types import NUM_TYPES, TYPE_COLORS, TYPE_NAMES
 
@@ -104,14 +105,7 @@ def instance_boundaries(label_inst) -> np.ndarray:
         label_inst: (1, H, W) or (H, W) instance map, 0 background.
     """
     inst = _as_label_map(label_inst, None, "label_inst")
-    boundary = np.zeros(inst.shape, dtype=bool)
-    vertical = inst[1:] != inst[:-1]
-    boundary[1:] |= vertical
-    boundary[:-1] |= vertical
-    horizontal = inst[:, 1:] != inst[:, :-1]
-    boundary[:, 1:] |= horizontal
-    boundary[:, :-1] |= horizontal
-    return boundary & (inst > 0)
+    return label_boundaries(inst) & (inst > 0)
 
 
 def overlay_nuclei(image, label_inst, label_type=None, alpha: float = 0.0) -> np.ndarray:

@@ -84,3 +84,19 @@ def test_mask_to_image_pairs():
     assert -1.0 <= float(target.min()) and float(target.max()) <= 1.0
     np.testing.assert_array_equal(condition[:5].sum(0).numpy(), 1.0)
     assert set(np.unique(condition[5].numpy())) <= {0.0, 1.0}
+
+
+def test_label_boundaries_and_dict_transforms_follow_monai_conventions():
+    from monai_dafgan.data.instances import label_boundaries
+    from monai_dafgan.data.transforms import InstanceEdgesd, TypeOneHotd
+
+    labels = np.array([[1, 1, 0], [1, 2, 2], [0, 0, 0]])
+    expected = np.array([[0, 1, 1], [1, 1, 1], [1, 1, 1]], bool)  # both sides of every change, 4-neighbours only
+    np.testing.assert_array_equal(label_boundaries(labels), expected)
+    for transform in (LabelsToPointsd(allow_missing_keys=True), TypeOneHotd(allow_missing_keys=True),
+                      InstanceEdgesd(allow_missing_keys=True)):
+        assert transform({"image": 1}) == {"image": 1}
+    with pytest.raises(ValueError, match="instance map and the type map"):
+        LabelsToPointsd(keys="label_inst")
+    renamed = LabelsToPointsd(keys=("inst", "types"), points_key="p")({"inst": labels[None], "types": labels[None]})
+    assert renamed["p"].shape == (2, 3)

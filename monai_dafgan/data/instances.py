@@ -130,3 +130,17 @@ def instance_ellipses(inst_map: np.ndarray, num_instances: int | None = None) ->
     out = np.stack([major, minor, orientation], axis=1)
     out[area == 0] = 0.0
     return out
+
+
+def label_boundaries(label_map: np.ndarray) -> np.ndarray:
+    """(H, W) bool of an (H, W) label map: pixels with a 4-neighbour of another value, on both sides of every
+    boundary (pixels at the image border only where a neighbour inside the image differs). Instance edges, type
+    boundaries and outlines are this map, masked as each needs."""
+    boundaries = np.zeros(label_map.shape, dtype=bool)
+    vertical = label_map[1:] != label_map[:-1]
+    horizontal = label_map[:, 1:] != label_map[:, :-1]
+    boundaries[1:] |= vertical
+    boundaries[:-1] |= vertical
+    boundaries[:, 1:] |= horizontal
+    boundaries[:, :-1] |= horizontal
+    return boundaries

@@ -18,10 +18,10 @@ from collections.abc import Hashable, Mapping
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.transforms import MapTransform, Transform
+from monai.transforms import AsDiscrete, MapTransform, Transform
 from monai.utils import convert_to_numpy
 
-from .instances import instance_ellipses, instance_points, relabel_sequential
+from .instances import instance_ellipses, instance_points, label_boundaries, relabel_sequential
 from .types import NUM_TYPES
 
 
@@ -33,17 +33,19 @@ def _like(result: np.ndarray, reference):
 
 
 class TypeOneHot(Transform):
-    """(1, H, W) integer type map 0..``num_types`` -> (``num_types`` + 1, H, W) float32 one-hot."""
+    """(1, H, W) integer type map 0..``num_types`` -> (``num_types`` + 1, H, W) float32 one-hot: MONAI's
+    ``AsDiscrete(to_onehot=num_types + 1)``, after checking the ids (an id out of range would otherwise fail inside
+    it without naming the range)."""
 
     def __init__(self, num_types: int = NUM_TYPES):
         self.num_types = num_types
+        self.one_hot = AsDiscrete(to_onehot=num_types + 1, dtype=torch.float32)
 
     def __call__(self, label_type):
-        types = convert_to_numpy(label_type).astype(np.int64).reshape(convert_to_numpy(label_type).shape[-2:])
+        types = convert_to_numpy(label_type).astype(np.int64).reshape(1, *convert_to_numpy(label_type).shape[-2:])
         if types.min(initial=0) < 0 or types.max(initial=0) > self.num_types:
             raise ValueError(f"type ids must lie in 0..{self.num_types}, got {types.min()}..{types.max()}.")
-        one_hot = np.eye(self.num_types + 1, dtype=np.float32)[types].transpose(2, 0, 1)
-        return _like(np.ascontiguousarray(one_hot), label_type)
+        return _like(convert_to_numpy(self.one_hot(types), dtype=np.float32), label_type)
 
 
 class InstanceEdges(Transform):
@@ -51,14 +53,7 @@ class InstanceEdges(Transform):
 
     def __call__(self, label_inst):
         inst = convert_to_numpy(label_inst).reshape(convert_to_numpy(label_inst).shape[-2:])
-        edges = np.zeros(inst.shape, dtype=bool)
-        vertical = inst[1:, :] != inst[:-1, :]
-        horizontal = inst[:, 1:] != inst[:, :-1]
-        edges[1:, :] |= vertical
-        edges[:-1, :] |= vertical
-        edges[:, 1:] |= horizontal
-        edges[:, :-1] |= horizontal
-        return _like(edges[None].astype(np.float32), label_inst)
+        return _like(label_boundaries(inst)[None].astype(np.float32), label_inst)
 
 
 class LabelsToPoints(Transform):
@@ -77,8 +72,14 @@ class LabelsToPoints(Transform):
 class TypeOneHotd(MapTransform):
     """Dict twin of :class:`TypeOneHot`: writes the one-hot of ``keys`` to ``output_key``."""
 
-    def __init__(self, keys: KeysCollection = "label_type", output_key: Hashable = "type_onehot", num_types: int = NUM_TYPES):
-        super().__init__(keys)
+    def __init__(
+        self,
+        keys: KeysCollection = "label_type",
+        output_key: Hashable = "type_onehot",
+        num_types: int = NUM_TYPES,
+        allow_missing_keys: bool = False,
+    ):
+        super().__init__(keys, allow_missing_keys)
         self.output_key, self.converter = output_key, TypeOneHot(num_types)
 
     def __call__(self, data: Mapping) -> dict:
@@ -91,8 +92,10 @@ class TypeOneHotd(MapTransform):
 class InstanceEdgesd(MapTransform):
     """Dict twin of :class:`InstanceEdges`: writes the edge map of ``keys`` to ``output_key``."""
 
-    def __init__(self, keys: KeysCollection = "label_inst", output_key: Hashable = "inst_edges"):
-        super().__init__(keys)
+    def __init__(
+        self, keys: KeysCollection = "label_inst", output_key: Hashable = "inst_edges", allow_missing_keys: bool = False
+    ):
+        super().__init__(keys, allow_missing_keys)
         self.output_key, self.converter = output_key, InstanceEdges()
 
     def __call__(self, data: Mapping) -> dict:
@@ -103,20 +106,30 @@ class InstanceEdgesd(MapTransform):
 
 
 class LabelsToPointsd(MapTransform):
-    """Dict twin of :class:`LabelsToPoints`: rewrites ``points`` and renumbers ``label_inst`` from the labels.
+    """Dict twin of :class:`LabelsToPoints`: rewrites ``points`` and renumbers the instance map from the labels.
 
-    Samples with ``points`` hold (K, 3) rows with a K of their own, which MONAI's default collate cannot stack (nor
-    its suggested ``pad_list_data_collate``): batch them with ``collate_fn=monai_dafgan.data.nuclei_collate``."""
+    ``keys`` are the instance and the type map, in this order. Samples with ``points`` hold (K, 3) rows with a K of
+    their own, which MONAI's default collate cannot stack (nor its suggested ``pad_list_data_collate``): batch them
+    with ``collate_fn=monai_dafgan.data.nuclei_collate``."""
 
-    def __init__(self, inst_key: Hashable = "label_inst", type_key: Hashable = "label_type", points_key: Hashable = "points"):
-        super().__init__([inst_key, type_key])
-        self.inst_key, self.type_key, self.points_key = inst_key, type_key, points_key
-        self.converter = LabelsToPoints()
+    def __init__(
+        self,
+        keys: KeysCollection = ("label_inst", "label_type"),
+        points_key: Hashable = "points",
+        allow_missing_keys: bool = False,
+    ):
+        super().__init__(keys, allow_missing_keys)
+        if len(self.keys) != 2:
+            raise ValueError(f"keys must name the instance map and the type map, got {self.keys}.")
+        self.points_key, self.converter = points_key, LabelsToPoints()
 
     def __call__(self, data: Mapping) -> dict:
         d = dict(data)
-        points, inst = self.converter(d[self.inst_key], d[self.type_key])
-        d[self.points_key], d[self.inst_key] = points, _like(inst, d[self.inst_key])
+        inst_key, type_key = self.keys
+        if self.allow_missing_keys and (inst_key not in d or type_key not in d):
+            return d
+        points, inst = self.converter(d[inst_key], d[type_key])
+        d[self.points_key], d[inst_key] = points, _like(inst, d[inst_key])
         return d
 
 

@@ -38,7 +38,7 @@ from scipy import ndimage
 from skimage.measure import label as label_connected_regions
 from skimage.segmentation import watershed
 
-from ..data.instances import instance_centroids
+from ..data.instances import instance_centroids, label_boundaries
 
 __all__ = ["DEFAULT_MIN_AREA", "empty_instances", "recover_instances"]
 
@@ -49,13 +49,7 @@ DEFAULT_MIN_AREA = 10
 def _type_boundaries(probabilities: np.ndarray, foreground: np.ndarray) -> np.ndarray:
     """(H, W) bool: foreground pixels with a 4-neighbour of another argmax type (or background), on both sides."""
     types = np.where(foreground, probabilities[1:].argmax(axis=0) + 1, 0)
-    boundaries = np.zeros(types.shape, bool)
-    vertical, horizontal = types[1:] != types[:-1], types[:, 1:] != types[:, :-1]
-    boundaries[1:] |= vertical
-    boundaries[:-1] |= vertical
-    boundaries[:, 1:] |= horizontal
-    boundaries[:, :-1] |= horizontal
-    return boundaries & foreground
+    return label_boundaries(types) & foreground
 
 
 def empty_instances(spatial_size: tuple[int, int], num_points: int = 0) -> dict:
