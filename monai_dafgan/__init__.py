@@ -10,10 +10,9 @@ Subpackages (each imports only downward):
   skip) generators, the multi-scale discriminator, GAN and feature-matching losses.
 - :mod:`monai_dafgan.engines`: the conditional GAN trainer and its handlers.
 - :mod:`monai_dafgan.synthesis`: the three-stage synthesizer, ``SyntheticNucleiDataset`` and on-the-fly mixing.
-- :mod:`monai_dafgan.segmentation`: the HoVer-Net recipe (training transforms without torchvision, two-stage
-  training helpers, local weight files, whole-tile inference and post-processing, evaluation with this package's
-  metrics, the Table I layout and paired comparisons). Not in DESIGN.md's original layout: added for the
-  segmenter the paper's study trains.
+- :mod:`monai_dafgan.segmentation`: the HoVer-Net recipe the paper's study trains (training transforms without
+  torchvision, local weight files, whole-tile inference and post-processing, evaluation with this package's
+  metrics, the Table I layout and paired comparisons).
 - :mod:`monai_dafgan.study`: the Table I study as a protocol that drives the bundles (``python -m monai_dafgan
   table1``).
 - :mod:`monai_dafgan.visualize`: pictures (overlays, grids, loss curves).

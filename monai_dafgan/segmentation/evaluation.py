@@ -1,6 +1,6 @@
 """Whole-tile evaluation of a nuclei segmenter and a report laid out like the DAFF-GAN paper's Table I.
 
-Conventions (HoVer-Net's, see ``notes/hovernet-consep.md`` section 6): instance metrics (Dice, AJI, AJI+, DQ, SQ,
+Conventions (HoVer-Net's, Graham et al. 2019 and their ``compute_stats.py``): instance metrics (Dice, AJI, AJI+, DQ, SQ,
 PQ; IoU > 0.5) are the mean over tiles; detection/classification F1 (radius 12 px) pool the centroid pairings of
 all tiles; the four merged CoNSeP types.
 """
