@@ -70,14 +70,17 @@ class LabelFile:
 
 
 def read_rgb_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an 8-bit RGB image as (H, W, 3) uint8. An alpha channel is dropped; grey or 16-bit images are refused."""
+    """Read an 8-bit RGB image as (H, W, 3) uint8. An alpha channel is dropped; grey images are refused, and so are
+    images of more than 8 bits per channel (16-bit PNG or TIFF): Pillow would keep their top 8 bits without a word,
+    and no one conversion suits every scanner, so convert such images to 8-bit RGB first."""
     path = Path(path)
     if not path.is_file():
         raise NucleiDataError(path, "image file not found.")
+    bits = 8
     try:
         with Image.open(path) as img:
-            mode = img.mode
-            if mode in ("RGBA", "RGBX", "P", "CMYK", "YCbCr"):
+            bits = _bits_per_channel(img)
+            if img.mode in ("RGBA", "RGBX", "P", "CMYK", "YCbCr"):
                 img = img.convert("RGB")
             array = np.asarray(img)
     except Exception as err:  # PIL raises many types for corrupt or unknown files
@@ -88,9 +91,24 @@ def read_rgb_image(path: str | os.PathLike) -> np.ndarray:
         array = array[..., :3]
     if array.ndim != 3 or array.shape[-1] != 3:
         raise NucleiDataError(path, f"expected an RGB image, got an array of shape {array.shape}.")
-    if array.dtype != np.uint8:
-        raise NucleiDataError(path, f"expected 8-bit RGB, got {array.dtype}.")
+    if bits > 8 or array.dtype != np.uint8:
+        depth = f"{bits}-bit" if bits > 8 else str(array.dtype)
+        raise NucleiDataError(path, f"expected 8-bit RGB, got {depth} RGB; convert it to 8 bits per channel first.")
     return np.ascontiguousarray(array)
+
+
+def _bits_per_channel(img: Image.Image) -> int:
+    """Bits per channel stored in the file. Pillow opens 16-bit RGB(A) PNG and TIFF as 8-bit ``"RGB"`` images; only
+    TIFF's BitsPerSample tag or the decoder's raw mode (e.g. ``"RGB;16B"``) still tell."""
+    bits = getattr(img, "tag_v2", {}).get(258)
+    if bits is not None:
+        return int(max(bits) if isinstance(bits, tuple) else bits)
+    for tile in getattr(img, "tile", None) or []:
+        args = tile[3]
+        rawmode = args if isinstance(args, str) else (args[0] if isinstance(args, tuple) and args else "")
+        if isinstance(rawmode, str) and ";16" in rawmode:
+            return 16
+    return 8
 
 
 def _read_tiff(path: Path) -> np.ndarray | None:
