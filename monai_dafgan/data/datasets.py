@@ -28,13 +28,25 @@ def _natural_key(path: Path) -> list:
 
 
 def image_files(image_dir: str | os.PathLike) -> list[Path]:
-    """The images (``IMAGE_SUFFIXES``) of a folder in natural order; ``NucleiDataError`` when there is none."""
+    """The images (``IMAGE_SUFFIXES``) of a folder in natural order.
+
+    Raises:
+        NucleiDataError: the folder is missing or has no image, or two images share a stem (``t_1.png`` and
+            ``t_1.jpg``): samples are named, and paired with their labels, by stem.
+    """
     image_dir = Path(image_dir)
     if not image_dir.is_dir():
         raise NucleiDataError(image_dir, "folder not found.")
     images = sorted((p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=_natural_key)
     if not images:
         raise NucleiDataError(image_dir, f"no images ({', '.join(IMAGE_SUFFIXES)}) in this folder.")
+    by_stem: dict[str, list[str]] = {}
+    for p in images:
+        by_stem.setdefault(p.stem, []).append(p.name)
+    clashes = [sorted(names) for names in by_stem.values() if len(names) > 1]
+    if clashes:
+        shown = "; ".join(" and ".join(names) for names in clashes[:5]) + ("; ..." if len(clashes) > 5 else "")
+        raise NucleiDataError(image_dir, f"images share a name and would share one label file: {shown}; keep one.")
     return images
 
 
