@@ -6,8 +6,8 @@ are pixel-centre coordinates (pixel (r, c) spans r-0.5..r+0.5). The input must b
 :func:`~monai_dafgan.points.encoding.points_to_maps` accepts (:func:`~monai_dafgan.points.encoding.validate_points`:
 finite, types 1..4, inside ``[0, H) x [0, W)``); anything else raises ``ValueError``, whether the transform fires or
 not. Every result lies inside the window too: points the transform itself moves out of it are dropped, as a crop
-of the moved set (an affine map, and a flip of a point in the last half pixel ``[H - 0.5, H)``, which lands at
-``(-1, -0.5]``). All draws come from ``self.R`` in ``randomize()``.
+of the moved set (an affine map; also a flip or 90-degree rotation of a point in the last half pixel
+``[H - 0.5, H)``, which lands at ``(-1, -0.5]``). All draws come from ``self.R`` in ``randomize()``.
 
 Dict transforms read ``data["points"]`` and ``data["spatial_size"]`` and write both back.
 
