@@ -6,6 +6,7 @@ from .crops import SlidingWindowCropd, SlidingWindowCropDataset, crop_sample, wi
 from .datasets import (
     LoadNucleiSampled,
     consep_file_list,
+    dataset_type_scheme,
     evenly_spaced_subset,
     image_files,
     load_consep,
@@ -49,6 +50,7 @@ __all__ = [
     "consep_file_list",
     "contract_sample",
     "crop_sample",
+    "dataset_type_scheme",
     "evenly_spaced_subset",
     "image_files",
     "load_consep",

@@ -112,6 +112,10 @@ class SlidingWindowCropDataset(Dataset):
         window, stride, pad: see :class:`SlidingWindowCropd`.
         transform: applied to each crop.
         loader: turns a file dict into a sample; defaults to :class:`LoadNucleiSampled`.
+
+    Raises:
+        ValueError: ``transform`` cuts random patches (:func:`~monai_dafgan.data.pairs.points_to_mask_pairs` /
+            :func:`~monai_dafgan.data.pairs.mask_to_image_pairs` ``patch_size``) larger than ``window``.
     """
 
     def __init__(
@@ -125,6 +129,7 @@ class SlidingWindowCropDataset(Dataset):
     ):
         super().__init__(data=data, transform=transform)
         self.cropper = SlidingWindowCropd(window, stride, pad)
+        _check_patches_fit(transform, self.cropper.window)
         self.loader = loader or LoadNucleiSampled()
         self.index = [
             (tile, top, left) for tile, item in enumerate(data) for top, left in self.cropper.positions(*_tile_size(item))
@@ -156,3 +161,18 @@ def _tile_size(item: Mapping) -> tuple[int, int]:
         raise TypeError("a data item must be a sample (with 'label_inst') or a file dict with an image path.")
     with Image.open(path) as img:
         return img.height, img.width
+
+
+def _check_patches_fit(transform: Callable | None, window: tuple[int, int]) -> None:
+    """Refuse now, not at the first crop, a chain whose random patches exceed the crop window."""
+    from .pairs import RandPatchCropd  # pairs imports the points package, which imports this one
+
+    pending = [transform]
+    while pending:
+        step = pending.pop()
+        if isinstance(step, RandPatchCropd) and (step.patch_size[0] > window[0] or step.patch_size[1] > window[1]):
+            raise ValueError(
+                f"patch_size {step.patch_size} of the transform is larger than the crop window {window}: use a "
+                "patch_size no larger than the window."
+            )
+        pending.extend(getattr(step, "transforms", None) or ())

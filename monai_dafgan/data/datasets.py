@@ -3,26 +3,37 @@
 Two ways to use a dataset, as in MONAI:
 
 - in memory: :func:`load_consep` / :func:`load_nuclei_folder` return one sample dict per tile;
-- streamed: :func:`consep_file_list` / :func:`nuclei_file_list` return file dicts ``{"image", "label", "name"}``
-  that :class:`LoadNucleiSampled` turns into samples inside a ``monai.data.Dataset`` transform chain, so large sets
-  need not sit in memory.
+- streamed: :func:`consep_file_list` / :func:`nuclei_file_list` return file dicts ``{"image", "label", "name",
+  "type_scheme"}`` that :class:`LoadNucleiSampled` turns into samples inside a ``monai.data.Dataset`` transform
+  chain, so large sets need not sit in memory.
+
+Both decide once per dataset whether its type ids are raw CoNSeP (0..7) or merged (0..4), from the largest id of all
+its label files (:func:`dataset_type_scheme`; a raw dataset has tiles without classes 5..7, which read alone would
+pass for merged). The decision is logged, carried by every file dict and recorded in each sample's
+``label_type.meta["type_scheme"]``.
 
 Samples follow the data contract in :mod:`monai_dafgan.data.io`.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from monai.transforms import MapTransform
 
-from .io import IMAGE_SUFFIXES, LABEL_SUFFIXES, NucleiDataError, read_sample
+from .io import IMAGE_SUFFIXES, LABEL_SUFFIXES, NucleiDataError, label_max_type, read_label_file, read_sample
 from .manifest import warn_if_incomplete
-from .types import TypeScheme
+from .types import TypeScheme, resolve_type_scheme
+
+logger = logging.getLogger(__name__)
+#: File-dict key of the dataset's type scheme, which :class:`LoadNucleiSampled` reads.
+TYPE_SCHEME_KEY = "type_scheme"
 
 
 def _natural_key(path: Path) -> list:
@@ -30,13 +41,25 @@ def _natural_key(path: Path) -> list:
 
 
 def image_files(image_dir: str | os.PathLike) -> list[Path]:
-    """The images (``IMAGE_SUFFIXES``) of a folder in natural order; ``NucleiDataError`` when there is none."""
+    """The images (``IMAGE_SUFFIXES``) of a folder in natural order.
+
+    Raises:
+        NucleiDataError: the folder is missing or has no image, or two images share a stem (``t_1.png`` and
+            ``t_1.jpg``): samples are named, and paired with their labels, by stem.
+    """
     image_dir = Path(image_dir)
     if not image_dir.is_dir():
         raise NucleiDataError(image_dir, "folder not found.")
     images = sorted((p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=_natural_key)
     if not images:
         raise NucleiDataError(image_dir, f"no images ({', '.join(IMAGE_SUFFIXES)}) in this folder.")
+    by_stem: dict[str, list[str]] = {}
+    for p in images:
+        by_stem.setdefault(p.stem, []).append(p.name)
+    clashes = [sorted(names) for names in by_stem.values() if len(names) > 1]
+    if clashes:
+        shown = "; ".join(" and ".join(names) for names in clashes[:5]) + ("; ..." if len(clashes) > 5 else "")
+        raise NucleiDataError(image_dir, f"images share a name and would share one label file: {shown}; keep one.")
     return images
 
 
@@ -44,19 +67,22 @@ def nuclei_file_list(
     image_dir: str | os.PathLike,
     label_dir: str | os.PathLike,
     label_suffixes: Sequence[str] = LABEL_SUFFIXES,
+    type_scheme: TypeScheme = "auto",
 ) -> list[dict]:
     """Pair every image in ``image_dir`` with the label file of the same stem in ``label_dir``.
 
     Label files are looked up in the order of ``label_suffixes`` (first found wins), so a folder of 16-bit
     ``.png`` instance maps, ``.npy`` maps or CoNSeP ``.mat`` files all work. Files are in natural order
-    (``train_2`` before ``train_10``). A synthetic dataset whose manifest says it is incomplete gets an
-    :class:`~monai_dafgan.data.manifest.IncompleteDatasetWarning`.
+    (``train_2`` before ``train_10``). With ``type_scheme="auto"`` every label file is read once to decide the
+    dataset's type scheme (:func:`dataset_type_scheme`). A synthetic dataset whose manifest says it is incomplete
+    gets an :class:`~monai_dafgan.data.manifest.IncompleteDatasetWarning`.
 
     Returns:
-        ``[{"image": path, "label": path, "name": stem}, ...]``
+        ``[{"image": path, "label": path, "name": stem, "type_scheme": "consep_raw" | "merged"}, ...]``
 
     Raises:
-        NucleiDataError: a folder is missing or empty, or an image has no label file.
+        NucleiDataError: a folder is missing or empty, two images share a stem, an image has no label file, or a
+            label file is unreadable.
     """
     images = image_files(image_dir)
     warn_if_incomplete(image_dir)
@@ -72,16 +98,44 @@ def nuclei_file_list(
     if missing:
         shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
         raise NucleiDataError(label_dir, f"no label file for {len(missing)} image(s): {shown}.")
-    return [{"image": str(p), "label": str(labels_by_stem[p.stem]), "name": p.stem} for p in images]
+    files = [{"image": str(p), "label": str(labels_by_stem[p.stem]), "name": p.stem} for p in images]
+    return _with_type_scheme(files, type_scheme, label_dir)
 
 
-def consep_file_list(root: str | os.PathLike, split: str = "Train") -> list[dict]:
-    """File dicts of a dataset in CoNSeP layout: ``root/<split>/Images/*.png`` and ``root/<split>/Labels/*.mat``."""
+def consep_file_list(root: str | os.PathLike, split: str = "Train", type_scheme: TypeScheme = "auto") -> list[dict]:
+    """File dicts of a dataset in CoNSeP layout: ``root/<split>/Images/*.png`` and ``root/<split>/Labels/*.mat``;
+    see :func:`nuclei_file_list`."""
     split_dir = Path(root) / split
     if not split_dir.is_dir():
         found = sorted(p.name for p in Path(root).iterdir() if p.is_dir()) if Path(root).is_dir() else []
         raise NucleiDataError(split_dir, f"split folder not found (folders in {root}: {found}).")
-    return nuclei_file_list(split_dir / "Images", split_dir / "Labels", label_suffixes=(".mat",))
+    return nuclei_file_list(split_dir / "Images", split_dir / "Labels", (".mat",), type_scheme)
+
+
+def dataset_type_scheme(
+    files: Sequence[Mapping], type_scheme: TypeScheme = "auto", label_key: Hashable = "label"
+) -> Literal["consep_raw", "merged"]:
+    """How the type ids of a whole dataset are read, decided once from the largest id over all its label files.
+
+    ``"auto"`` reads every label file of ``files`` (file dicts, ``label_key`` the label path; image-format instance
+    maps carry no types and are skipped) and gives ``"consep_raw"`` when some id exceeds 4, else ``"merged"``; see
+    :func:`monai_dafgan.data.types.resolve_type_scheme`. An explicit scheme is returned as it is.
+    """
+    if type_scheme != "auto":
+        return resolve_type_scheme(type_scheme, 0)
+    max_type = 0
+    for item in files:
+        path = Path(item[label_key])
+        if path.suffix.lower() in (".mat", ".npy"):
+            max_type = max(max_type, label_max_type(read_label_file(path)))
+    return resolve_type_scheme("auto", max_type)
+
+
+def _with_type_scheme(files: list[dict], type_scheme: TypeScheme, label_dir: Path) -> list[dict]:
+    scheme = dataset_type_scheme(files, type_scheme)
+    how = "decided from the largest type id of all label files" if type_scheme == "auto" else "as told"
+    logger.info("%s: type ids read as %s (%s, %d files).", label_dir, scheme, how, len(files))
+    return [{**item, TYPE_SCHEME_KEY: scheme} for item in files]
 
 
 class LoadNucleiSampled(MapTransform):
@@ -91,10 +145,15 @@ class LoadNucleiSampled(MapTransform):
     "label_inst": (1, H, W) int32, "label_type": (1, H, W) int32, "name": str, ...}`` (``MetaTensor`` s);
     other keys pass through. Use it as the first transform of a ``monai.data.Dataset``.
 
+    With ``type_scheme="auto"``, the dataset's scheme carried by the file dict (``"type_scheme"``, set by
+    :func:`nuclei_file_list` / :func:`consep_file_list`) is used; a file dict without one is decided on its own
+    file (see :func:`monai_dafgan.data.io.make_sample`). The key is consumed; the scheme used is recorded in
+    ``label_type.meta["type_scheme"]``.
+
     Args:
         image_key: key of the image path.
         label_key: key of the label path; it is replaced by ``label_inst`` and ``label_type``.
-        type_scheme: ``"auto"``, ``"consep_raw"`` or ``"merged"`` (see :func:`monai_dafgan.data.types.merge_types`).
+        type_scheme: ``"auto"``, ``"consep_raw"`` or ``"merged"``; an explicit scheme overrides the file dict's.
         default_type: merged type given to instances of label files without type information.
     """
 
@@ -112,7 +171,9 @@ class LoadNucleiSampled(MapTransform):
     def __call__(self, data: Mapping) -> dict:
         d = dict(data)
         image_path, label_path = d.pop(self.image_key), d.pop(self.label_key)
-        sample = read_sample(image_path, label_path, d.get("name"), self.type_scheme, self.default_type)
+        dataset_scheme = d.pop(TYPE_SCHEME_KEY, None)
+        scheme = dataset_scheme if self.type_scheme == "auto" and dataset_scheme is not None else self.type_scheme
+        sample = read_sample(image_path, label_path, d.get("name"), scheme, self.default_type)
         d.update(sample)
         return d
 
@@ -124,18 +185,19 @@ def load_nuclei_folder(
     default_type: int = 1,
 ) -> list[dict]:
     """Load every image/label pair of two folders into memory; see :func:`nuclei_file_list`."""
-    loader = LoadNucleiSampled(type_scheme=type_scheme, default_type=default_type)
-    return [loader(f) for f in nuclei_file_list(image_dir, label_dir)]
+    loader = LoadNucleiSampled(default_type=default_type)
+    return [loader(f) for f in nuclei_file_list(image_dir, label_dir, type_scheme=type_scheme)]
 
 
 def load_consep(root: str | os.PathLike, split: str = "Train", type_scheme: TypeScheme = "auto") -> list[dict]:
     """Load a CoNSeP-layout split into memory, one sample dict per tile (plus ``name``), in natural order.
 
-    Raw CoNSeP classes 0..7 are merged to 0..4; files already merged load unchanged (see ``type_scheme``).
-    A 1000x1000 tile takes about 12 MB as float32.
+    Raw CoNSeP classes 0..7 are merged to 0..4; files already merged load unchanged. ``"auto"`` decides which
+    once for the split, from its largest type id (:func:`dataset_type_scheme`). A 1000x1000 tile takes about
+    12 MB as float32.
     """
-    loader = LoadNucleiSampled(type_scheme=type_scheme)
-    return [loader(f) for f in consep_file_list(root, split)]
+    loader = LoadNucleiSampled()
+    return [loader(f) for f in consep_file_list(root, split, type_scheme=type_scheme)]
 
 
 def select_tiles(

@@ -61,21 +61,30 @@ def instance_centroids(inst_map: np.ndarray, num_instances: int | None = None) -
 
 
 def instance_majority_types(inst_map: np.ndarray, type_map: np.ndarray, num_instances: int | None = None) -> np.ndarray:
-    """Majority type of the typed (non-zero) pixels of ids 1..K, as (K,) int32; 0 where an id has no typed pixel.
+    """Majority type of the typed (non-zero) pixels of ids 1..K, as (K,) int64; 0 where an id has no typed pixel.
 
-    Ties go to the smaller type id.
+    Ties go to the smaller type id. Type ids may be any non-negative integers (a caller checks their range): sparse
+    large ids are voted on through their rank, so memory stays O(pixels).
     """
     k = int(inst_map.max(initial=0)) if num_instances is None else num_instances
     if k == 0:
-        return np.zeros(0, dtype=np.int32)
-    num_types = int(type_map.max(initial=0)) + 1
+        return np.zeros(0, dtype=np.int64)
     typed = (inst_map > 0) & (type_map > 0)
+    type_ids = type_map[typed].astype(np.int64)
+    if type_ids.size == 0:
+        return np.zeros(k, dtype=np.int64)
+    values = None
+    num_types = int(type_ids.max()) + 1
+    if (k + 1) * num_types > 4 * inst_map.size + 1024:  # a vote table sized by the largest id could need GiBs
+        values, type_ids = np.unique(type_ids, return_inverse=True)
+        type_ids = type_ids.reshape(-1) + 1
+        num_types = values.size + 1
     votes = np.bincount(
-        inst_map[typed].astype(np.int64) * num_types + type_map[typed], minlength=(k + 1) * num_types
+        inst_map[typed].astype(np.int64) * num_types + type_ids, minlength=(k + 1) * num_types
     ).reshape(k + 1, num_types)[1:]
-    types = votes.argmax(axis=1).astype(np.int32)
+    types = votes.argmax(axis=1).astype(np.int64)
     types[votes.max(axis=1) == 0] = 0
-    return types
+    return types if values is None else np.concatenate([[0], values])[types]
 
 
 def types_of_instances(inst_map: np.ndarray, type_map: np.ndarray, num_instances: int | None = None) -> np.ndarray:

@@ -24,7 +24,8 @@ Label files may be ``.mat`` (CoNSeP: ``inst_map`` required; ``inst_type``, ``typ
 ((H, W) instance map, or (H, W, 2) instance and type maps) or single-channel 8/16/32-bit ``.png``/``.tif``
 instance maps. Types are taken from ``inst_type`` when present, else from the majority of ``type_map`` inside each
 instance, else every instance gets ``default_type`` (1, "other", unless told otherwise): instance-only datasets are
-thus usable, with one documented type.
+thus usable, with one documented type. Type ids are raw CoNSeP (0..7) or merged (0..4); the dataset readers decide
+which once per dataset, and ``label_type.meta["type_scheme"]`` records the decision (see :func:`make_sample`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from __future__ import annotations
 import glob
 import os
 import tempfile
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +45,7 @@ from monai.utils import convert_to_tensor
 from PIL import Image
 
 from .instances import instance_majority_types, instance_points, relabel_sequential
-from .types import NUM_TYPES, TypeScheme, merge_types
+from .types import NUM_TYPES, RAW_CONSEP_MAX_TYPE, TypeScheme, check_type_ids, merge_types, resolve_type_scheme
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 LABEL_SUFFIXES = (".mat", ".npy", ".png", ".tif", ".tiff")
@@ -71,14 +73,17 @@ class LabelFile:
 
 
 def read_rgb_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an 8-bit RGB image as (H, W, 3) uint8. An alpha channel is dropped; grey or 16-bit images are refused."""
+    """Read an 8-bit RGB image as (H, W, 3) uint8. An alpha channel is dropped; grey images are refused, and so are
+    images of more than 8 bits per channel (16-bit PNG or TIFF): Pillow would keep their top 8 bits without a word,
+    and no one conversion suits every scanner, so convert such images to 8-bit RGB first."""
     path = Path(path)
     if not path.is_file():
         raise NucleiDataError(path, "image file not found.")
+    bits = 8
     try:
         with Image.open(path) as img:
-            mode = img.mode
-            if mode in ("RGBA", "RGBX", "P", "CMYK", "YCbCr"):
+            bits = _bits_per_channel(img)
+            if img.mode in ("RGBA", "RGBX", "P", "CMYK", "YCbCr"):
                 img = img.convert("RGB")
             array = np.asarray(img)
     except Exception as err:  # PIL raises many types for corrupt or unknown files
@@ -89,9 +94,24 @@ def read_rgb_image(path: str | os.PathLike) -> np.ndarray:
         array = array[..., :3]
     if array.ndim != 3 or array.shape[-1] != 3:
         raise NucleiDataError(path, f"expected an RGB image, got an array of shape {array.shape}.")
-    if array.dtype != np.uint8:
-        raise NucleiDataError(path, f"expected 8-bit RGB, got {array.dtype}.")
+    if bits > 8 or array.dtype != np.uint8:
+        depth = f"{bits}-bit" if bits > 8 else str(array.dtype)
+        raise NucleiDataError(path, f"expected 8-bit RGB, got {depth} RGB; convert it to 8 bits per channel first.")
     return np.ascontiguousarray(array)
+
+
+def _bits_per_channel(img: Image.Image) -> int:
+    """Bits per channel stored in the file. Pillow opens 16-bit RGB(A) PNG and TIFF as 8-bit ``"RGB"`` images; only
+    TIFF's BitsPerSample tag or the decoder's raw mode (e.g. ``"RGB;16B"``) still tell."""
+    bits = getattr(img, "tag_v2", {}).get(258)
+    if bits is not None:
+        return int(max(bits) if isinstance(bits, tuple) else bits)
+    for tile in getattr(img, "tile", None) or []:
+        args = tile[3]
+        rawmode = args if isinstance(args, str) else (args[0] if isinstance(args, tuple) and args else "")
+        if isinstance(rawmode, str) and ";16" in rawmode:
+            return 16
+    return 8
 
 
 def _read_tiff(path: Path) -> np.ndarray | None:
@@ -166,6 +186,13 @@ def _integral(path: Path, what: str, array: np.ndarray) -> np.ndarray:
     return array
 
 
+def label_max_type(label: LabelFile) -> int:
+    """The largest type id a label file's types are read from: ``inst_type`` when present, else ``type_map``; 0 for
+    a file without type information. :func:`~monai_dafgan.data.types.resolve_type_scheme` decides from it."""
+    types = label.inst_type if label.inst_type is not None else label.type_map
+    return int(types.max()) if types is not None and types.size else 0
+
+
 def make_sample(
     image: np.ndarray,
     label: LabelFile,
@@ -176,11 +203,16 @@ def make_sample(
 ) -> dict:
     """Validate an (H, W, 3) uint8 image and its labels and build a sample (see the module docstring).
 
+    The scheme the type ids were read with is recorded as ``sample["label_type"].meta["type_scheme"]``
+    (``"consep_raw"`` or ``"merged"``). ``"auto"`` here decides from this one file; a file whose ids reach 5..7 is
+    then read as raw with a ``UserWarning``, since the other files of its dataset that hold only 0..4 would be read
+    as merged: the dataset readers (:func:`~monai_dafgan.data.datasets.dataset_type_scheme`) decide once per dataset.
+
     Args:
         image: (H, W, 3) RGB image.
         label: instance ids and, optionally, types.
         name: the sample's name.
-        type_scheme: how type ids are read, see :func:`monai_dafgan.data.types.merge_types`.
+        type_scheme: how type ids are read, see :func:`monai_dafgan.data.types.resolve_type_scheme`.
         default_type: merged type (1..4) given to every instance when the label has no type information.
         source: file named in error messages.
 
@@ -197,15 +229,27 @@ def make_sample(
     if label.type_map is not None and label.type_map.shape != inst_map.shape:
         raise NucleiDataError(source, f"type_map shape {label.type_map.shape} differs from inst_map shape {inst_map.shape}.")
 
+    max_type = label_max_type(label)
+    scheme = resolve_type_scheme(type_scheme, max_type)
+    if type_scheme == "auto" and NUM_TYPES < max_type <= RAW_CONSEP_MAX_TYPE:
+        warnings.warn(
+            f"{source or name or 'label'}: type ids up to {max_type} read as raw CoNSeP for this file alone; files of "
+            "the same dataset with ids only up to 4 would be read as merged (raw 4, epithelial, as spindle). Read "
+            "datasets with load_consep / consep_file_list, which decide once per dataset, or pass "
+            "type_scheme='consep_raw'.",
+            UserWarning,
+            stacklevel=2,
+        )
     inst, old_ids = relabel_sequential(inst_map)
     k = old_ids.size
     try:
         if label.inst_type is not None:
             if k and old_ids[-1] > label.inst_type.size:
                 raise NucleiDataError(source, f"instance id {old_ids[-1]} has no entry in inst_type ({label.inst_type.size} rows).")
-            types = merge_types(label.inst_type, type_scheme)[old_ids - 1]
+            types = merge_types(label.inst_type, scheme)[old_ids - 1]
         elif label.type_map is not None:
-            types = merge_types(instance_majority_types(inst, label.type_map, k), type_scheme)
+            check_type_ids(label.type_map, scheme)  # before the majority vote, whose table grows with the largest id
+            types = merge_types(instance_majority_types(inst, label.type_map, k), scheme)
         else:
             types = np.full(k, default_type, dtype=np.int32)
     except NucleiDataError:
@@ -218,7 +262,9 @@ def make_sample(
         raise NucleiDataError(source, f"{untyped.size} instance(s) without a type (ids {shown}).")
 
     lut = np.concatenate([[0], types]).astype(np.int32)
-    return contract_sample(image.transpose(2, 0, 1).astype(np.float32), inst[None], lut[inst][None], name)
+    sample = contract_sample(image.transpose(2, 0, 1).astype(np.float32), inst[None], lut[inst][None], name)
+    sample["label_type"].meta["type_scheme"] = scheme
+    return sample
 
 
 def contract_sample(image, label_inst, label_type, name: str = "") -> dict:

@@ -7,8 +7,10 @@
 - Masks to images (G2): ``condition`` = the one-hot type mask plus an instance-edge channel (T + 2 channels),
   ``target`` = the RGB image scaled from 0..255 to -1..1.
 
-Both pipelines take a sample (data contract) and keep its ``name`` when it has one; they optionally cut a random ``patch_size`` window and apply random
-flips and 90-degree rotations to image and labels together, then recompute the points from the augmented labels.
+Both pipelines take a sample (data contract) and keep its ``name`` when it has one; they optionally cut a random
+``patch_size`` window (a sample smaller than it is refused with a ``ValueError``, see :class:`RandPatchCropd`) and
+apply random flips and 90-degree rotations to image and labels together, then recompute the points from the
+augmented labels.
 With ``half_resolution=True`` condition and target are average-pooled once (3x3, stride 2), which is what the
 global part of a local-enhancer generator sees: pix2pixHD's first phase trains that global generator alone.
 """
@@ -29,7 +31,7 @@ from monai.transforms import (
     SelectItemsd,
 )
 
-from monai.utils import convert_to_numpy
+from monai.utils import convert_to_numpy, ensure_tuple_rep
 
 from ..points.encoding import DEFAULT_RADIUS, PointsToMapd
 from .conditions import MaskConditiond, image_to_unit_range, unit_range_to_image  # noqa: F401 (re-exported)
@@ -41,10 +43,32 @@ SPATIAL_KEYS = ("image", "label_inst", "label_type")
 POINT_ENCODINGS = ("disk", "ellipse")
 
 
+class RandPatchCropd(RandSpatialCropd):
+    """A random ``patch_size`` window of image and labels, which refuses a smaller sample with a ``ValueError``
+    (MONAI's ``RandSpatialCropd`` would return the whole sample, so a ``patch_size`` above a crop window would
+    silently train on smaller patches)."""
+
+    def __init__(self, patch_size: Sequence[int] | int, keys: Sequence[str] = SPATIAL_KEYS):
+        self.patch_size = tuple(int(v) for v in ensure_tuple_rep(patch_size, 2))
+        if min(self.patch_size) < 1:
+            raise ValueError(f"patch_size must be positive, got {patch_size}.")
+        super().__init__(keys, roi_size=self.patch_size, random_size=False)
+
+    def __call__(self, data, lazy: bool | None = None):
+        size = tuple(data[self.first_key(data)].shape[-2:])
+        if size[0] < self.patch_size[0] or size[1] < self.patch_size[1]:
+            where = f" ({data['name']})" if data.get("name") else ""
+            raise ValueError(
+                f"patch_size {self.patch_size} is larger than the {size[0]}x{size[1]} sample{where}; use a patch_size "
+                "no larger than the crop window (e.g. SlidingWindowCropDataset's window)."
+            )
+        return super().__call__(data, lazy)
+
+
 def _spatial_augmentation(patch_size: Sequence[int] | int | None, augment: bool) -> list:
     steps = []
     if patch_size is not None:
-        steps.append(RandSpatialCropd(SPATIAL_KEYS, roi_size=patch_size, random_size=False))
+        steps.append(RandPatchCropd(patch_size))
     if augment:
         steps += [
             RandFlipd(SPATIAL_KEYS, prob=0.5, spatial_axis=0),

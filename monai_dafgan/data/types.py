@@ -38,8 +38,11 @@ TypeScheme = Literal["auto", "consep_raw", "merged"]
 def resolve_type_scheme(type_scheme: TypeScheme, max_type: int) -> Literal["consep_raw", "merged"]:
     """Decide how type ids are to be read.
 
-    ``"auto"`` reads ids as raw CoNSeP when any id exceeds 4, else as already merged. A raw file that happens to
-    hold only classes 0..4 is ambiguous (raw 4 is epithelial, merged 4 is spindle): pass ``"consep_raw"`` for it.
+    ``"auto"`` reads ids as raw CoNSeP when ``max_type`` exceeds 4, else as already merged. Raw and merged ids
+    0..4 cannot be told apart (raw 4 is epithelial, merged 4 is spindle), so the decision is only sound over a
+    whole dataset: a raw dataset has tiles without classes 5..7. The dataset readers
+    (:func:`monai_dafgan.data.dataset_type_scheme`) pass the largest id of all label files; a single file or array
+    decided alone is read as merged when it holds only 0..4, so pass ``"consep_raw"`` for raw data read file by file.
     """
     if type_scheme == "auto":
         return "consep_raw" if max_type > NUM_TYPES else "merged"
@@ -48,13 +51,25 @@ def resolve_type_scheme(type_scheme: TypeScheme, max_type: int) -> Literal["cons
     return type_scheme
 
 
+def check_type_ids(types: np.ndarray, scheme: Literal["consep_raw", "merged"]) -> None:
+    """Raise ``ValueError`` naming the first id of ``types`` outside 0..7 (``"consep_raw"``) or 0..4 (``"merged"``)."""
+    types = np.asarray(types)
+    if types.size == 0:
+        return
+    lo, hi = int(types.min()), int(types.max())
+    top = RAW_CONSEP_MAX_TYPE if scheme == "consep_raw" else NUM_TYPES
+    if lo < 0 or hi > top:
+        bad = lo if lo < 0 else hi
+        raise ValueError(f"type id {bad} is out of range 0..{top} for {scheme} types.")
+
+
 def merge_types(types: np.ndarray, type_scheme: TypeScheme = "auto") -> np.ndarray:
     """Map type ids to the merged 0..4 classes.
 
     Args:
         types: integer array of any shape (a type map or per-instance types).
         type_scheme: ``"consep_raw"`` (0..7, merged 3,4->3 and 5,6,7->4), ``"merged"`` (0..4, unchanged) or
-            ``"auto"`` (see :func:`resolve_type_scheme`).
+            ``"auto"``, decided from this array alone (see :func:`resolve_type_scheme`).
 
     Returns:
         int32 array of the same shape with values in 0..4.
@@ -65,12 +80,8 @@ def merge_types(types: np.ndarray, type_scheme: TypeScheme = "auto") -> np.ndarr
     types = np.asarray(types)
     if types.size == 0:
         return types.astype(np.int32)
-    lo, hi = int(types.min()), int(types.max())
-    scheme = resolve_type_scheme(type_scheme, hi)
-    top = RAW_CONSEP_MAX_TYPE if scheme == "consep_raw" else NUM_TYPES
-    if lo < 0 or hi > top:
-        bad = lo if lo < 0 else hi
-        raise ValueError(f"type id {bad} is out of range 0..{top} for {scheme} types.")
+    scheme = resolve_type_scheme(type_scheme, int(types.max()))
+    check_type_ids(types, scheme)
     if scheme == "merged":
         return types.astype(np.int32)
     return RAW_TO_MERGED[types]

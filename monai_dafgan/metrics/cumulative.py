@@ -9,7 +9,7 @@ import torch
 from monai.metrics import CumulativeIterationMetric
 from monai.utils import ensure_tuple
 
-from monai_dafgan.metrics.detection import DetectionCounts, Pairing
+from monai_dafgan.metrics.detection import DetectionCounts, Pairing, check_radius
 from monai_dafgan.metrics.nuclei import COUNT_KEYS, INSTANCE_METRICS, evaluate_nuclei, typed_metric_names
 
 __all__ = ["NucleiMetric"]
@@ -49,7 +49,7 @@ class NucleiMetric(CumulativeIterationMetric):
             ``f1_type_{t}`` and ``pq_type_{t}`` for t in 1..num_types.
         num_types: number of nucleus types T.
         match_iou: IoU threshold of the PQ matching (strict).
-        radius: centroid pairing radius in pixels (inclusive).
+        radius: centroid pairing radius in pixels (inclusive), finite and > 0.
         pairing: centroid pairing scheme, ``"hovernet"`` or ``"within_radius"``.
     """
 
@@ -64,7 +64,7 @@ class NucleiMetric(CumulativeIterationMetric):
         super().__init__()
         self.num_types = num_types
         self.match_iou = match_iou
-        self.radius = radius
+        self.radius = check_radius(radius)
         self.pairing = pairing
         self.metric_name = tuple(ensure_tuple(metric_name))
         typed = typed_metric_names(num_types)

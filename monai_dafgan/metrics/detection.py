@@ -35,6 +35,7 @@ from monai_dafgan.metrics.instance import as_label_map, remap_instances
 
 __all__ = [
     "Pairing",
+    "check_radius",
     "instance_centroids",
     "instance_types",
     "pair_centroids",
@@ -88,6 +89,18 @@ def _as_points(points, name: str) -> np.ndarray:
     return points
 
 
+def check_radius(radius: float) -> float:
+    """``radius`` as a float, or ``ValueError`` unless it is finite and > 0 (a NaN radius would pair nothing and
+    score F1 0 without a word; an infinite one would pair anything)."""
+    try:
+        value = float(radius)
+    except (TypeError, ValueError):
+        raise ValueError(f"radius must be a finite number > 0, got {radius!r}.") from None
+    if not np.isfinite(value) or value <= 0:
+        raise ValueError(f"radius must be a finite number > 0, got {radius!r}.")
+    return value
+
+
 def pair_centroids(
     a, b, radius: float = 12.0, pairing: Pairing = "hovernet"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -96,7 +109,7 @@ def pair_centroids(
     Args:
         a: (Na, 2) float points (ground truth in the metrics), any consistent 2-D coordinates.
         b: (Nb, 2) float points (predictions in the metrics).
-        radius: largest distance of a kept pair, >= 0 (HoVer-Net uses 12 px on CoNSeP at 40x).
+        radius: largest distance of a kept pair, finite and > 0 (HoVer-Net uses 12 px on CoNSeP at 40x).
         pairing: ``"hovernet"`` or ``"within_radius"``; see the module docstring.
 
     Returns:
@@ -104,8 +117,7 @@ def pair_centroids(
         the sorted int64 indices of the points of ``a`` and of ``b`` left unpaired.
     """
     a, b = _as_points(a, "a"), _as_points(b, "b")
-    if radius < 0:
-        raise ValueError(f"radius must be >= 0, got {radius}.")
+    radius = check_radius(radius)
     if pairing == "hovernet":
         index_a, index_b = _pair_dense(a, b, radius)
     elif pairing == "within_radius":

@@ -63,6 +63,7 @@ from monai_dafgan.data.instances import instance_centroids, instance_majority_ty
 from monai_dafgan.metrics.detection import (
     DetectionCounts,
     Pairing,
+    check_radius,
     detection_counts,
 )
 from monai_dafgan.metrics.instance import InstanceOverlap, as_label_map, remap_instances
@@ -118,6 +119,7 @@ def evaluate_nuclei(
     pairing: Pairing = "hovernet",
 ) -> NucleiEvaluation:
     """Measure one image; :func:`nuclei_metrics` is the dict view. Arguments as in :func:`nuclei_metrics`."""
+    check_radius(radius)
     pred_inst = as_label_map(pred_inst, "pred_inst")
     true_inst = as_label_map(true_inst, "true_inst")
     if pred_inst.shape != true_inst.shape:
@@ -191,7 +193,7 @@ def nuclei_metrics(
         true_type: optional ground-truth type map; give both type maps or neither.
         num_types: number of nucleus types T (4: other, inflammatory, epithelial, spindle for merged CoNSeP).
         match_iou: IoU a PQ pair must exceed (strictly); below 0.5 pairs come from a maximal-IoU Hungarian pairing.
-        radius: centroid pairing radius in pixels, inclusive (HoVer-Net: 12 on CoNSeP at 40x).
+        radius: centroid pairing radius in pixels, inclusive, finite and > 0 (HoVer-Net: 12 on CoNSeP at 40x).
         pairing: centroid pairing, ``"hovernet"`` (HoVer-Net's, default) or ``"within_radius"``; see
             :mod:`monai_dafgan.metrics.detection`.
 

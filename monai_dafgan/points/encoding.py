@@ -4,7 +4,8 @@ A point set is a (K, 3) float array of (row, col, type) rows, types 1..T (the me
 on a map of the patch size as:
 
 - ``point_map`` (T + 1, H, W) float32, one-hot: channel 0 background, channel t a filled disk of radius ``radius``
-  around each centroid of type t (the disk is centred on the centroid's nearest pixel);
+  around each centroid of type t (the disk is centred on the centroid's nearest pixel of the window; a point may lie
+  anywhere in ``[0, H) x [0, W)``, so one in the last half pixel ``[H - 0.5, H)`` is centred on row ``H - 1``);
 - ``point_markers`` (1, H, W) int32: the same disks, holding ``k + 1`` for row k of the point set, 0 elsewhere.
   Later stages grow one nucleus instance from each marker.
 
@@ -75,17 +76,19 @@ def points_to_maps(
     ``shapes`` (K, 3) ``(major, minor, orientation)`` switches from disks of ``radius`` to ellipses.
 
     Raises:
-        ValueError: points outside the window, unknown types, a negative radius, or shapes that are not one finite
-            (major, minor, orientation) row per point.
+        ValueError: points outside the window, unknown types, a negative or non-finite radius, or shapes that are
+            not one finite (major, minor, orientation) row per point.
     """
-    if radius < 0:
-        raise ValueError(f"radius must be >= 0, got {radius}.")
+    if not np.isfinite(radius) or radius < 0:
+        raise ValueError(f"radius must be finite and >= 0, got {radius}.")
     h, w = int(spatial_size[0]), int(spatial_size[1])
     points = validate_points(points, (h, w), num_types)
     k = points.shape[0]
     markers = np.zeros(h * w, dtype=np.int64)
     if k:
-        centres = np.floor(points[:, :2] + 0.5).astype(np.int64)  # nearest pixel; x.5 rounds up consistently
+        # nearest pixel (x.5 rounds up consistently); the last half pixel [H - 0.5, H) of the window is nearest to
+        # pixel H - 1, not to the pixel H beyond the edge
+        centres = np.minimum(np.floor(points[:, :2] + 0.5).astype(np.int64), [h - 1, w - 1])
         if shapes is None:
             offsets, dist2 = _disk_offsets(radius)
             pix = centres[:, None, :] + offsets[None]  # (K, M, 2)

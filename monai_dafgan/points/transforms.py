@@ -2,8 +2,12 @@
 
 Each array transform takes a (K, 3) point set of (row, col, type) and its window ``spatial_size`` (H, W) and
 returns ``(points, spatial_size)``: only the 90-degree rotation changes the window (it swaps H and W). Points
-are pixel-centre coordinates (pixel (r, c) spans r-0.5..r+0.5), every result lies inside ``[0, H) x [0, W)``,
-and points that would leave it are dropped. All draws come from ``self.R`` in ``randomize()``.
+are pixel-centre coordinates (pixel (r, c) spans r-0.5..r+0.5). The input must be what
+:func:`~monai_dafgan.points.encoding.points_to_maps` accepts (:func:`~monai_dafgan.points.encoding.validate_points`:
+finite, types 1..4, inside ``[0, H) x [0, W)``); anything else raises ``ValueError``, whether the transform fires or
+not. Every result lies inside the window too: points the transform itself moves out of it are dropped, as a crop
+of the moved set (an affine map; also a flip or 90-degree rotation of a point in the last half pixel
+``[H - 0.5, H)``, which lands at ``(-1, -0.5]``). All draws come from ``self.R`` in ``randomize()``.
 
 Dict transforms read ``data["points"]`` and ``data["spatial_size"]`` and write both back.
 
@@ -29,6 +33,7 @@ import numpy as np
 from monai.transforms import MapTransform, Randomizable, RandomizableTransform
 
 from ..data.types import NUM_TYPES
+from .encoding import validate_points
 from .library import CentroidLibrary, PointStatistics
 
 Size = tuple[int, int]
@@ -69,8 +74,8 @@ class PointSetTransform(RandomizableTransform):
     """Base of the array point-set transforms: ``__call__(points, spatial_size, randomize=True)``."""
 
     def __call__(self, points: np.ndarray, spatial_size: Sequence[int], randomize: bool = True) -> tuple[np.ndarray, Size]:
-        points = np.asarray(points, dtype=np.float32).reshape(-1, 3)
         size = _size(spatial_size)
+        points = validate_points(np.asarray(points, dtype=np.float32).reshape(-1, 3), size)
         if randomize:
             self.randomize(points, size)
         if not self._do_transform:
@@ -330,6 +335,7 @@ class RandPointCombine(PointSetTransform):
         if not self._do_transform:
             return
         h, w = spatial_size
+        points = validate_points(points, spatial_size)  # a type id above 4 would break the per-type counts below
         layout = self.R.randint(3)  # 0: vertical cut, 1: horizontal cut, 2: both
         row_cut = self.R.uniform(0.25, 0.75) * h if layout >= 1 else None
         col_cut = self.R.uniform(0.25, 0.75) * w if layout != 1 else None
