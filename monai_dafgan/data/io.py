@@ -1,6 +1,6 @@
 """Reading and writing nuclei samples: H&E images and instance/type label files.
 
-A *sample* is the package's data contract (see DESIGN.md), a dict of MONAI ``MetaTensor`` s (what ``LoadImaged``
+A *sample* is the package's data contract, a dict of MONAI ``MetaTensor`` s (what ``LoadImaged``
 gives) with fixed shapes, so MONAI's default ``list_data_collate`` and ``decollate_batch`` handle it:
 
 ==============  ============  =========  ==================================================
