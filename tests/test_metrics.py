@@ -364,6 +364,7 @@ def test_cumulative_means_instance_metrics_and_pools_detection():
             y=to_batch(*[(true, true_type) for _, true, _, true_type in batch]),
         )
     per_image = [evaluate_nuclei(*pair) for pair in pairs]
+    assert metric.last_scores == [e.as_dict() for e in per_image[4:]]  # the last call's images, computed once
     result = metric.aggregate()
     assert result["pq"] == pytest.approx(np.mean([e.scores["pq"] for e in per_image]))
     assert result["aji"] == pytest.approx(np.mean([e.scores["aji"] for e in per_image]))

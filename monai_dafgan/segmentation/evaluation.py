@@ -19,7 +19,7 @@ from monai.utils import convert_to_numpy
 from tqdm.auto import tqdm
 
 from monai_dafgan.data.io import atomic_write
-from monai_dafgan.metrics import COUNT_KEYS, INSTANCE_METRICS, NucleiMetric, nuclei_metrics, typed_metric_names
+from monai_dafgan.metrics import COUNT_KEYS, INSTANCE_METRICS, NucleiMetric, typed_metric_names
 from monai_dafgan.segmentation.inference import predict_tile
 from monai_dafgan.visualize import image_grid, overlay_nuclei, save_png
 
@@ -96,17 +96,15 @@ def evaluate_tiles(
         pred_inst, pred_type = _plane(pred_inst), _plane(pred_type)
         if pred_inst.shape != true_inst.shape or pred_type.shape != true_type.shape:
             raise ValueError(f"tile {index}: prediction {pred_inst.shape} does not match the tile {true_inst.shape}.")
-        scores = nuclei_metrics(
-            pred_inst, true_inst, pred_type, true_type, num_types=num_types, match_iou=match_iou, radius=radius
-        )
+        pred = torch.as_tensor(np.stack([pred_inst, pred_type]).astype(np.int64))[None]
+        true = torch.as_tensor(np.stack([true_inst, true_type]).astype(np.int64))[None]
+        metric(y_pred=pred, y=true)
+        scores = metric.last_scores[0]  # computed once, for the aggregate and this tile's row
         name = str(sample.get("name", f"tile_{index}"))
         tiles.append({"name": name, **scores})
         if overlay_dir is not None:
             panels = [overlay_nuclei(sample["image"], true_inst, true_type), overlay_nuclei(sample["image"], pred_inst, pred_type)]
             save_png(image_grid([panels], titles=["truth", f"prediction (PQ {scores['pq']:.3f})"]), Path(overlay_dir) / f"{name}.png")
-        pred = torch.as_tensor(np.stack([pred_inst, pred_type]).astype(np.int64))[None]
-        true = torch.as_tensor(np.stack([true_inst, true_type]).astype(np.int64))[None]
-        metric(y_pred=pred, y=true)
     if not tiles:
         raise ValueError("evaluate_tiles needs at least one sample.")
     aggregate = metric.aggregate()
