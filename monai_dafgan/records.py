@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from monai_dafgan.data.io import atomic_write
+from monai_dafgan.utils import atomic_write
 
 #: the arrays of a sample that :func:`samples_fingerprint` hashes (the data contract's)
 SAMPLE_KEYS = ("image", "label_inst", "label_type")

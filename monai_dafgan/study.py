@@ -41,7 +41,6 @@ from typing import Any
 import yaml
 
 from monai_dafgan.data.datasets import consep_file_list, nuclei_file_list
-from monai_dafgan.data.io import atomic_write
 from monai_dafgan.records import RunRecords, code_fingerprint, config_key, files_fingerprint
 from monai_dafgan.segmentation.evaluation import TABLE1_COLUMNS, format_table1, paired_comparison
 from monai_dafgan.synthesis.bundle import (
@@ -51,7 +50,7 @@ from monai_dafgan.synthesis.bundle import (
     point_map_settings,
     shipped_synthesis_bundle,
 )
-from monai_dafgan.utils import set_config_values
+from monai_dafgan.utils import atomic_write, set_config_values
 
 __all__ = [
     "GENERATOR_BUNDLES",

@@ -1,9 +1,11 @@
-"""Small helpers shared by bundle configs and the command line."""
+"""Small helpers shared by the package, its bundle configs and the command line: flags, config files, atomic writes."""
 
 from __future__ import annotations
 
+import glob
 import os
 import re
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -56,3 +58,35 @@ def set_config_values(path: str | os.PathLike, values: Mapping[str, Any]) -> Non
         dumped = dumped.removesuffix("...").strip()
         text = pattern.sub(lambda m: f"{key}: {dumped}{m.group('comment') or ''}", text, count=1)
     path.write_text(text)
+
+
+def atomic_write(path: str | os.PathLike, write) -> Path:
+    """Call ``write(binary_file)`` on a temporary file in ``path``'s folder, then rename it to ``path``: a reader
+    never sees half a file, and a failed write leaves no file. Parent folders are created; the file gets the
+    usual permissions (``mkstemp`` would leave it owner-only).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes owner-only files; data files are for everyone
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files that :func:`atomic_write` calls for ``path`` left behind when their process was
+    killed mid-write (``.<name>.<random>.tmp`` beside it); returns the removed paths. Only for a path that no other
+    process is writing at the same time."""
+    path = Path(path)
+    stale = sorted(path.parent.glob(f".{glob.escape(path.name)}.*.tmp")) if path.parent.is_dir() else []
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return stale

@@ -17,8 +17,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .data.instances import label_boundaries
-from .data.io import atomic_write
 from .data.types import NUM_TYPES, TYPE_COLORS, TYPE_NAMES
+from .utils import atomic_write
 
 __all__ = [
     "image_grid",

@@ -14,9 +14,9 @@ from .datasets import (
     nuclei_file_list,
     select_tiles,
 )
+from ..utils import atomic_write  # re-exported: it was public here before it moved
 from .io import (
     NucleiDataError,
-    atomic_write,
     check_sample,
     contract_sample,
     make_sample,

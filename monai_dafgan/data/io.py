@@ -30,9 +30,7 @@ which once per dataset, and ``label_type.meta["type_scheme"]`` records the decis
 
 from __future__ import annotations
 
-import glob
 import os
-import tempfile
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -44,6 +42,7 @@ import torch
 from monai.utils import convert_to_tensor
 from PIL import Image
 
+from ..utils import atomic_write
 from .instances import instance_majority_types, instance_points, relabel_sequential
 from .types import NUM_TYPES, RAW_CONSEP_MAX_TYPE, TypeScheme, check_type_ids, merge_types, resolve_type_scheme
 
@@ -343,38 +342,6 @@ def write_consep_sample(root: str | os.PathLike, sample: dict, name: str | None 
     atomic_write(image_path, lambda f: Image.fromarray(rgb).save(f, format="PNG"))
     atomic_write(label_path, lambda f: scipy.io.savemat(f, mat, do_compression=True))
     return image_path, label_path
-
-
-def atomic_write(path: str | os.PathLike, write) -> Path:
-    """Call ``write(binary_file)`` on a temporary file in ``path``'s folder, then rename it to ``path``: a reader
-    never sees half a file, and a failed write leaves no file. Parent folders are created; the file gets the
-    usual permissions (``mkstemp`` would leave it owner-only).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes owner-only files; data files are for everyone
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
-    """Remove the temporary files that :func:`atomic_write` calls for ``path`` left behind when their process was
-    killed mid-write (``.<name>.<random>.tmp`` beside it); returns the removed paths. Only for a path that no other
-    process is writing at the same time."""
-    path = Path(path)
-    stale = sorted(path.parent.glob(f".{glob.escape(path.name)}.*.tmp")) if path.parent.is_dir() else []
-    for tmp in stale:
-        tmp.unlink(missing_ok=True)
-    return stale
 
 
 def check_sample(sample: Mapping) -> None:

@@ -25,7 +25,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .io import NucleiDataError, atomic_write, read_sample
+from ..utils import atomic_write
+from .io import NucleiDataError, read_sample
 
 __all__ = [
     "MANIFEST",

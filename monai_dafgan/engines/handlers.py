@@ -35,7 +35,7 @@ import torch
 from ignite.engine import Engine, Events
 from monai.data.utils import set_rnd
 
-from ..data.io import atomic_write, remove_stale_temporaries
+from ..utils import atomic_write, remove_stale_temporaries
 from .schedules import restore_lr_schedule
 from .trainer import GanOutputKeys
 

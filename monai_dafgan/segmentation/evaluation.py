@@ -18,9 +18,9 @@ import torch
 from monai.utils import convert_to_numpy
 from tqdm.auto import tqdm
 
-from monai_dafgan.data.io import atomic_write
 from monai_dafgan.metrics import COUNT_KEYS, INSTANCE_METRICS, NucleiMetric, typed_metric_names
 from monai_dafgan.segmentation.inference import predict_tile
+from monai_dafgan.utils import atomic_write
 from monai_dafgan.visualize import image_grid, overlay_nuclei, save_png
 
 __all__ = [
