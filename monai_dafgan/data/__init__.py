@@ -28,7 +28,6 @@ from .io import (
 )
 from .manifest import IncompleteDatasetWarning, OutputFolderError, read_manifest
 from .stain import RandHEDJitter, RandHEDJitterd
-from .toy import make_toy_consep, make_toy_sample
 from .transforms import LabelsToPointsd
 from .types import NUM_TYPES, TYPE_COLORS, TYPE_NAMES, merge_types
 
@@ -70,3 +69,12 @@ __all__ = [
     "window_starts",
     "write_consep_sample",
 ]
+
+
+def __getattr__(name: str):
+    # the toy dataset (demos and tests) loads on first use, not with every import of the data layer
+    if name in ("make_toy_consep", "make_toy_sample"):
+        from . import toy
+
+        return getattr(toy, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
