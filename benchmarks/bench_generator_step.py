@@ -41,7 +41,7 @@ VARIANTS = ("daff", "pix2pixhd")
 class GanStep:
     """Networks, optimisers and losses of one variant; ``__call__`` runs one training step."""
 
-    def __init__(self, preset: str, baseline: bool, device: torch.device) -> None:
+    def __init__(self, preset: str, baseline: bool, device: torch.device, amp: bool = False) -> None:
         torch.manual_seed(0)
         self.generator = DAFFGenerator.from_preset(preset, IN_CHANNELS, OUT_CHANNELS, baseline=baseline).to(device)
         torch.manual_seed(1)
@@ -52,7 +52,7 @@ class GanStep:
         self.trainer = ConditionalGanTrainer(
             device=device, max_epochs=1, train_data_loader=[None], epoch_length=1, g_network=self.generator,
             g_optimizer=self.opt_g, d_network=self.discriminator, d_optimizer=self.opt_d,
-            gan_loss=MultiScaleGANLoss("least_squares"), feature_matching_loss=FeatureMatchingLoss(10.0),
+            gan_loss=MultiScaleGANLoss("least_squares"), feature_matching_loss=FeatureMatchingLoss(10.0), amp=amp,
         )
 
     def __call__(self, condition: torch.Tensor, real: torch.Tensor) -> None:
