@@ -1,11 +1,12 @@
 """One DAFF-GAN training step against the same step of the pix2pixHD baseline, side by side.
 
 A step is the bundles' own: one iteration of ``ConditionalGanTrainer`` (G forward; D step on (condition, real) vs
-(condition, fake.detach()), loss 0.5 * (real + fake); G step with D frozen, LSGAN + feature matching (lambda 10)). DAFF-GAN (criss-cross attention R = 2 + long skips) and the baseline
-(attention and long skip off) are built from the same preset and seed and stepped alternately, so that machine
-load hits both alike; after ``--warmup`` warm-up steps, ``--steps`` steps are timed and the ratio DAFF / pix2pixHD
-is reported for the median and the minimum wall time and, on CPU, for the median process CPU time (robust to other
-processes competing for the cores, exact with ``--threads 1``).
+(condition, fake.detach()), loss 0.5 * (real + fake); G step with D frozen, LSGAN + feature matching, lambda 10).
+DAFF-GAN (criss-cross attention R = 2 + long skips) and the baseline (attention and long skip off) are built from
+the same preset and seed and stepped alternately, so that machine load hits both alike; after ``--warmup`` warm-up
+steps, ``--steps`` steps are timed and the ratio DAFF / pix2pixHD is reported for the median and the minimum wall
+time and, on CPU, for the median process CPU time (robust to other processes competing for the cores, exact with
+``--threads 1``).
 
 Default cases: the "small" preset at 256x256, batch 1, on CPU; the "paper" preset at 512x512 on CUDA when
 available, else at a reduced 128x128 on CPU. ``--case PRESET:SIZE:BATCH:DEVICE`` (repeatable) overrides them.

@@ -255,7 +255,8 @@ def test_hovernet_bundle_without_a_batch_is_an_error(tmp_path):
     data = tmp_path / "data"
     make_toy_consep(data, num_tiles=2, size=64, seed=0)
     bundle = tmp_path / "hovernet"
-    shutil.copytree(REPO / "bundles" / "hovernet_consep_synthetic", bundle, ignore=shutil.ignore_patterns("*.pt", "runs"))
+    ignored = shutil.ignore_patterns("*.pt", "runs")
+    shutil.copytree(REPO / "bundles" / "hovernet_consep_synthetic", bundle, ignore=ignored)
     workflow = ConfigWorkflow(
         config_file=str(bundle / "configs" / "train.yaml"), workflow_type="train", bundle_root=str(bundle),
         dataset_dir=str(data), holdout=["toy_2"], encoder="resnet18", patch_size=64, out_size=48, batch_size=4,
@@ -264,4 +265,5 @@ def test_hovernet_bundle_without_a_batch_is_an_error(tmp_path):
     workflow.initialize()
     with pytest.raises(RuntimeError) as error:
         workflow.run()
-    assert "the training data yields no batch: 2 samples per epoch, batch_size 4, drop_last" in str(error.value.__cause__)
+    expected = "the training data yields no batch: 2 samples per epoch, batch_size 4, drop_last"
+    assert expected in str(error.value.__cause__)

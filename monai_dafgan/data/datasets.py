@@ -243,7 +243,9 @@ def select_tiles(
 
 
 def _name_summary(names: Sequence[str], shown: int = 6) -> str:
-    return ", ".join(names[:shown]) + (f", ... ({len(names)} in all)" if len(names) > shown else "") if names else "none"
+    if not names:
+        return "none"
+    return ", ".join(names[:shown]) + (f", ... ({len(names)} in all)" if len(names) > shown else "")
 
 
 def evenly_spaced_subset(dataset: Sequence, count: int | None = None) -> Sequence:

@@ -251,7 +251,9 @@ class GanCheckpoint:
             ) from error
         missing = {"epoch", "iteration", "g_network", "d_network"} - set(state if isinstance(state, dict) else ())
         if missing:
-            raise CheckpointError(f"{self.path} is not a GAN training checkpoint (it lacks {sorted(missing)}); {_AFRESH}.")
+            raise CheckpointError(
+                f"{self.path} is not a GAN training checkpoint (it lacks {sorted(missing)}); {_AFRESH}."
+            )
         return state
 
     def load(self, engine) -> None:
@@ -285,7 +287,8 @@ class GanCheckpoint:
         engine.scaler.load_state_dict(state["scaler"])
         if len(state["lr_schedulers"]) != len(self.lr_schedulers):
             raise CheckpointError(
-                f"{self.path} holds {len(state['lr_schedulers'])} LR schedulers, this run has {len(self.lr_schedulers)}."
+                f"{self.path} holds {len(state['lr_schedulers'])} LR schedulers, this run has "
+                f"{len(self.lr_schedulers)}."
             )
         for scheduler, saved in zip(self.lr_schedulers, state["lr_schedulers"]):
             restore_lr_schedule(scheduler, saved)
