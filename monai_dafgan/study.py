@@ -49,6 +49,7 @@ from monai_dafgan.synthesis.bundle import (
     library_from_folder,
     point_map_settings,
     shipped_synthesis_bundle,
+    synthesis_fingerprint,
 )
 from monai_dafgan.utils import atomic_write, set_config_values
 
@@ -277,11 +278,6 @@ def _set_files(evaluation: Mapping) -> list[dict]:
     return files
 
 
-def _bundle_files(path: Path) -> list[Path]:
-    """A bundle's weights and configs: what decides the synthetic samples of a ready synthesis bundle."""
-    return sorted(p for p in path.rglob("*") if p.suffix in (".pt", ".npz", ".yaml", ".json") and p.is_file())
-
-
 def run_study(protocol: Mapping, out: str | os.PathLike) -> dict:
     """Run (or complete) a Table I study; see the module docstring. Returns the content of ``table1.json``."""
     out = Path(out)
@@ -323,7 +319,7 @@ def run_study(protocol: Mapping, out: str | os.PathLike) -> dict:
             synthesis = _ready_synthesis(source, out / "synthesis" / _slug(name), baseline, protocol["synthesis"])
             synthesis_configs[name] = {
                 "baseline": baseline, "synthesis": protocol["synthesis"],
-                "weights": code_fingerprint(_bundle_files(synthesis)),
+                "weights": synthesis_fingerprint(synthesis),
             }  # fmt: skip
             synthesis_bundles[name] = synthesis
         else:

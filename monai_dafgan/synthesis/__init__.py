@@ -12,6 +12,7 @@ from .bundle import (
     shipped_library,
     bundles_root,
     shipped_synthesis_bundle,
+    synthesis_fingerprint,
     synthesis_weight_files,
 )
 from .dataset import SyntheticNucleiDataset, derived_seed, point_set_at, seed_transform
@@ -39,6 +40,7 @@ __all__ = [
     "shipped_library",
     "bundles_root",
     "shipped_synthesis_bundle",
+    "synthesis_fingerprint",
     "synthesis_weight_files",
     "DEFAULT_MIN_AREA",
     "MASK_TO_IMAGE_WEIGHTS",

@@ -21,19 +21,22 @@ from monai.bundle import ConfigParser
 
 from ..networks import GENERATOR_PRESETS, DAFFGenerator
 from ..points.library import CentroidLibrary
+from ..records import config_key, content_fingerprint
 from ..utils import set_config_values
 
 __all__ = [
     "CENTROID_LIBRARY",
+    "SAMPLE_SETTINGS",
     "assemble_synthesis_bundle",
+    "bundles_root",
     "generator_settings",
     "library_from_folder",
     "library_source",
     "point_map_settings",
     "resolve_centroid_library",
     "shipped_library",
-    "bundles_root",
     "shipped_synthesis_bundle",
+    "synthesis_fingerprint",
     "synthesis_weight_files",
 ]
 
@@ -45,6 +48,25 @@ def synthesis_weight_files(baseline: bool = False) -> tuple[str, str]:
     ``baseline`` the pix2pixHD pair."""
     suffix = "_pix2pixhd" if baseline else ""
     return f"models/points_to_mask{suffix}.pt", f"models/mask_to_image{suffix}.pt"
+
+
+#: keys of a synthesis bundle's inference.yaml that decide its samples (the others say where, how many and on what
+#: device they are written)
+SAMPLE_SETTINGS = ("preset", "baseline", "num_types", "point_radius", "point_encoding", "min_area")
+
+
+def synthesis_fingerprint(bundle: str | os.PathLike) -> str:
+    """SHA-256 of what decides a synthesis bundle's samples: its weights and centroid library (``models/*.pt``,
+    ``*.npz``) by content and its :data:`SAMPLE_SETTINGS`; not its metadata, docs or output settings, so a changelog
+    entry or another default output folder does not make its samples look new."""
+    bundle = Path(bundle)
+    config = yaml.safe_load((bundle / "configs" / "inference.yaml").read_text()) or {}
+    files = {
+        path.name: content_fingerprint(path)
+        for path in sorted((bundle / "models").iterdir())
+        if path.suffix in (".pt", ".npz") and path.is_file()
+    }
+    return config_key({"settings": {key: config.get(key) for key in SAMPLE_SETTINGS}, "files": files})
 
 
 def bundles_root() -> Path:
