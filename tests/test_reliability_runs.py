@@ -173,7 +173,7 @@ def test_a_checkpoint_of_other_networks_is_refused(tmp_path):
 
 def test_temporary_files_of_a_killed_write_are_removed(tmp_path):
     tmp_path.mkdir(exist_ok=True)
-    stale = [tmp_path / ".checkpoint.pt.abc123.tmp", tmp_path / ".model.pt.xyz.tmp"]
+    stale = [tmp_path / name for name in (".checkpoint.pt.abc123.tmp", ".model.pt.xyz.tmp", ".checkpoint_epoch3.pt.q.tmp")]
     for path in stale:
         path.write_bytes(b"half a file")
     keep = tmp_path / ".other.pt.abc.tmp"  # not one of this run's files

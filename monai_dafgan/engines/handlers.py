@@ -237,9 +237,11 @@ class GanCheckpoint:
 
     def _remove_stale_temporaries(self) -> None:
         if self._is_writer():
-            for path in (self.path, self.generator_path, *self.save_dir.glob("checkpoint_epoch*.pt")):
+            for path in (self.path, self.generator_path):
                 if path is not None:
                     remove_stale_temporaries(path)
+            for tmp in self.save_dir.glob(".checkpoint_epoch*.pt.*.tmp"):  # also of epochs whose file never landed
+                tmp.unlink(missing_ok=True)
 
     def _read(self, device) -> dict:
         try:
