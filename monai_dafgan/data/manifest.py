@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..utils import atomic_write
+from ..utils import atomic_write, remove_stale_temporaries
 from .io import NucleiDataError, read_sample
 
 __all__ = [
@@ -279,10 +279,8 @@ class SyntheticOutput:
                 for path in folder.iterdir():
                     if _is_temporary(path) and path.is_file():
                         path.unlink(missing_ok=True)
-        if self.output_dir.is_dir():
-            for name in (MANIFEST, "preview.png"):
-                for path in self.output_dir.glob(f".{name}.*.tmp"):
-                    path.unlink(missing_ok=True)
+        for name in (MANIFEST, "preview.png"):
+            remove_stale_temporaries(self.output_dir / name)
 
     def _sample_is_valid(self, index: int) -> bool:
         image, label = self.image_path(index), self.label_path(index)
