@@ -1,13 +1,17 @@
-"""Shared by the benchmark scripts: the environment a result was measured in, and writing the result."""
+"""Shared by the benchmark scripts: the environment a result was measured in, writing the result, and a timed
+synthetic-batch mixer."""
 
 from __future__ import annotations
 
 import json
 import os
 import platform
+import time
 from pathlib import Path
 
 import torch
+
+from monai_dafgan.synthesis import SyntheticBatchMixer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,3 +40,20 @@ def write_result(result: dict, output: Path) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {output.relative_to(REPO) if output.is_relative_to(REPO) else output}")
+
+
+class TimedMixer(SyntheticBatchMixer):
+    """A SyntheticBatchMixer that records the seconds of each ``mix`` (synthesis, label chain, collate, merge),
+    CUDA synchronised."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.seconds: list[float] = []
+
+    def mix(self, batchdata, device=None):
+        start = time.perf_counter()
+        mixed = super().mix(batchdata, device)
+        if self.synthesizer.device.type == "cuda":
+            torch.cuda.synchronize(self.synthesizer.device)
+        self.seconds.append(time.perf_counter() - start)
+        return mixed

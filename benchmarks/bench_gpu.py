@@ -50,14 +50,14 @@ BENCHMARKS = Path(__file__).resolve().parent
 REPO = BENCHMARKS.parent
 sys.path[:0] = [str(BENCHMARKS), str(REPO)]
 
-from _common import environment, write_result  # noqa: E402
+from _common import TimedMixer, environment, write_result  # noqa: E402
 from bench_generator_step import IN_CHANNELS, OUT_CHANNELS, GanStep  # noqa: E402
 from monai_dafgan.data import make_toy_sample  # noqa: E402
 from monai_dafgan.data.conditions import mask_condition  # noqa: E402
 from monai_dafgan.networks import DAFFGenerator  # noqa: E402
 from monai_dafgan.points import CentroidLibrary, PointSetDataset  # noqa: E402
 from monai_dafgan.segmentation import build_hovernet, hovernet_train_transforms  # noqa: E402
-from monai_dafgan.synthesis import NucleiSynthesizer, SyntheticBatchMixer, shipped_library  # noqa: E402
+from monai_dafgan.synthesis import NucleiSynthesizer, shipped_library  # noqa: E402
 
 NUM_TYPES = 4
 MIXING_TARGET = 0.10  # issue 16: on-the-fly synthesis may cost at most 10 % over the same samples made beforehand
@@ -221,21 +221,6 @@ def synthesis_section(device: torch.device, settings: Settings, library: Centroi
 
 
 # ---------------------------------------------------------------------------------------------------- 2. mixing
-class TimedMixer(SyntheticBatchMixer):
-    """A SyntheticBatchMixer that records how long each ``mix`` takes (synthesis, training chain, collate, merge)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.seconds: list[float] = []
-
-    def mix(self, batchdata, device=None):
-        start = time.perf_counter()
-        mixed = super().mix(batchdata, device)
-        synchronize(self.synthesizer.device)
-        self.seconds.append(time.perf_counter() - start)
-        return mixed
-
-
 def real_batch(count: int, settings: Settings, chain) -> dict:
     """``count`` toy patches through the bundle's training chain, collated: what a DataLoader worker hands over."""
     chain.set_random_state(0)

@@ -52,7 +52,10 @@ from monai.transforms import (
 from monai_dafgan.data import make_toy_sample
 from monai_dafgan.networks import DAFFGenerator
 from monai_dafgan.points import CentroidLibrary, PointSetDataset
-from monai_dafgan.synthesis import NucleiSynthesizer, SyntheticBatchMixer
+from monai_dafgan.synthesis import NucleiSynthesizer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import TimedMixer  # noqa: E402
 
 SIZE = (256, 256)
 HOVERNET_OUTPUT = 164  # HoVerNet fast mode predicts the central 164x164 of a 256x256 input
@@ -128,20 +131,6 @@ def segmenter_setup(name: str):
         return network, HoVerNetLoss(lambda_hv_mse=1.0), hovernet_chain(), prepare
     network = BasicUNet(spatial_dims=2, in_channels=3, out_channels=1, features=(16, 16, 32, 64, 128, 16))
     return network, DiceCELoss(sigmoid=True), unet_chain(), default_prepare_batch
-
-
-class TimedMixer(SyntheticBatchMixer):
-    """A SyntheticBatchMixer that records the seconds of each ``mix`` (synthesis + label chain + collate + merge)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.seconds: list[float] = []
-
-    def mix(self, batchdata, device=None):
-        start = time.perf_counter()
-        mixed = super().mix(batchdata, device)
-        self.seconds.append(time.perf_counter() - start)
-        return mixed
 
 
 def step_durations(setup, device: str, real: list[dict], steps: int, mixer_kwargs: dict | None, synthesizer, library):
