@@ -11,7 +11,7 @@ runs every piece through the MONAI bundle command line, each in its own process 
    names a ready synthesis bundle (``synthesis_bundle``; ``shipped``: the weights shipped with this package);
 2. per synthetic condition, a synthesis bundle (``dafgan_nuclei_synthesis`` with those weights);
 3. per condition and seed, HoVer-Net (``hovernet_consep_synthetic`` train config) with that condition's synthetic
-   ratio (0 for real only) and the seed;
+   ratio (0 for real only; a condition's own ``synthetic_ratio``, else the protocol's) and the seed;
 4. per run and evaluation set, the whole-tile evaluation (``evaluate.yaml``);
 5. ``<out>/table1.md`` and ``<out>/table1.json``: per evaluation set, mean ± SD over seeds per condition and paired
    differences to the baseline condition (:func:`monai_dafgan.segmentation.paired_comparison`).
@@ -73,7 +73,7 @@ _PROTOCOL_KEYS = {
     "results_dir", "keep_weights", "reuse_other_code",
 }
 _EVALUATION_KEYS = {"name", "dataset_dir", "split", "tiles", "center_crop", "image_dir", "label_dir"}
-_CONDITION_KEYS = {"baseline", "synthesis_bundle"}
+_CONDITION_KEYS = {"baseline", "synthesis_bundle", "synthetic_ratio"}
 _PAIRED_METRICS = ("dice", "aji", "dq", "sq", "pq", "aji_plus")
 #: what shapes a HoVer-Net run and its evaluation (relative to the package; the bundle is added by the study)
 _SEGMENTATION_CODE = ("segmentation", "data", "metrics", "engines", "utils.py")
@@ -128,16 +128,16 @@ def load_protocol(path: str | os.PathLike, **overrides: Any) -> dict:
     default), ``environment`` (variables for every process), ``baseline_condition``, ``conditions`` (name -> null
     for real only, or ``{baseline: bool}`` for synthetic data from pix2pixHD (true) or DAFF-GAN (false) generators,
     plus optional ``synthesis_bundle``: a ready synthesis bundle folder or ``shipped`` instead of training
-    generators), ``generators`` (overrides of both generator bundles' train config, plus optional
-    ``points2mask``/``mask2image`` mappings for one of them), ``synthesis`` (overrides of the synthesis bundle
-    config), ``hovernet`` (overrides of the HoVer-Net train config; its ``synthetic_ratio`` applies to the synthetic
-    conditions), ``postprocess`` (overrides of the evaluate config's post-processing, e.g. ``keep_unmarked``; part
-    of each evaluation set's key), ``checkpoint`` (``model.pt``: final weights, or ``best_model.pt``: best on the
-    validation tiles,
-    which must then not be the evaluated tiles), ``results_dir`` (run records; default ``<out>/records``),
-    ``keep_weights`` (a folder where each run's weights are kept as ``<identity>.pt``; default none),
-    ``reuse_other_code`` (default false: a record made with other code, by the fingerprints of the modules and
-    configs that shape a run, is run anew; true reuses it and the report lists it).
+    generators, and ``synthetic_ratio``: this condition's synthetic samples per real one, e.g. for a mixing-ratio
+    sweep, instead of the ``hovernet`` one), ``generators`` (overrides of both generator bundles' train config, plus
+    optional ``points2mask``/``mask2image`` mappings for one of them), ``synthesis`` (overrides of the synthesis
+    bundle config), ``hovernet`` (overrides of the HoVer-Net train config; its ``synthetic_ratio`` applies to the
+    synthetic conditions), ``postprocess`` (overrides of the evaluate config's post-processing, e.g.
+    ``keep_unmarked``; part of each evaluation set's key), ``checkpoint`` (``model.pt``: final weights, or
+    ``best_model.pt``: best on the validation tiles, which must then not be the evaluated tiles), ``results_dir``
+    (run records; default ``<out>/records``), ``keep_weights`` (a folder where each run's weights are kept as
+    ``<identity>.pt``; default none), ``reuse_other_code`` (default false: a record made with other code, by the
+    fingerprints of the modules and configs that shape a run, is run anew; true reuses it and the report lists it).
 
     Raises:
         ValueError: unknown keys, a missing baseline condition, no seeds, best-checkpoint selection on the
@@ -166,6 +166,9 @@ def load_protocol(path: str | os.PathLike, **overrides: Any) -> dict:
             raise ValueError(
                 f"{path}: condition {name!r} has unknown keys {sorted(extra)} (known: {sorted(_CONDITION_KEYS)})."
             )
+        ratio = (spec or {}).get("synthetic_ratio")
+        if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or ratio < 0):
+            raise ValueError(f"{path}: condition {name!r} has synthetic_ratio {ratio!r}; give a number >= 0.")
         if protocol["train_tiles"] and (spec or {}).get("synthesis_bundle") == "shipped":
             raise ValueError(
                 f"{path}: condition {name!r} uses the shipped generators, which were trained on all non-holdout tiles, "
@@ -328,17 +331,22 @@ def run_study(protocol: Mapping, out: str | os.PathLike) -> dict:
             }  # fmt: skip
 
     def synthesis_bundle(name: str) -> Path:
-        """The condition's synthesis bundle, its generators trained and assembled on first use."""
+        """The condition's synthesis bundle, its generators trained and assembled on first use; conditions whose
+        synthetic data is configured alike (e.g. a mixing-ratio sweep) share the first one's."""
         if name in synthesis_bundles:
             return synthesis_bundles[name]
+        owner = next(other for other in conditions if synthesis_configs.get(other) == synthesis_configs[name])
+        if owner in synthesis_bundles:
+            synthesis_bundles[name] = synthesis_bundles[owner]
+            return synthesis_bundles[name]
         baseline = synthesis_configs[name]["baseline"]
-        synthesis, roots = out / "synthesis" / _slug(name), {}
+        synthesis, roots = out / "synthesis" / _slug(owner), {}
         for generator in GENERATOR_BUNDLES:
-            root = roots[generator] = out / "generators" / _slug(name) / generator
+            root = roots[generator] = out / "generators" / _slug(owner) / generator
             if not (root / "models" / "model.pt").is_file():
                 overrides = {"bundle_root": str(root), **data, "holdout": holdout, "baseline": baseline,
                              **_generators(protocol, generator)}  # fmt: skip
-                runner.bundle(f"{_slug(name)}_{generator}", bundles / generator, "training", "train.yaml", overrides)
+                runner.bundle(f"{_slug(owner)}_{generator}", bundles / generator, "training", "train.yaml", overrides)
         library = library_from_folder(data["dataset_dir"], data["split"], holdout)
         g1 = point_map_settings(bundles / "dafgan_points2mask", _generators(protocol, "dafgan_points2mask"))
         assemble_synthesis_bundle(
@@ -346,7 +354,7 @@ def run_study(protocol: Mapping, out: str | os.PathLike) -> dict:
             template=bundles / "dafgan_nuclei_synthesis",
         )  # fmt: skip
         set_config_values(synthesis / "configs" / "inference.yaml", {"baseline": baseline, **protocol["synthesis"]})
-        synthesis_bundles[name] = synthesis
+        synthesis_bundles[name] = synthesis_bundles[owner] = synthesis
         return synthesis
 
     print("HoVer-Net runs")
@@ -358,9 +366,15 @@ def run_study(protocol: Mapping, out: str | os.PathLike) -> dict:
         for seed in protocol["seeds"]:
             root = out / "hovernet" / _slug(name) / f"seed{seed}"
             step = f"{_slug(name)}_seed{seed}"
+            own_ratio = (spec or {}).get("synthetic_ratio")
+            # a condition's own ratio joins its key; without one the key is as it always was (records stay valid)
+            keyed = dict(protocol["hovernet"])
+            if own_ratio is not None:
+                keyed["synthetic_ratio"] = float(own_ratio)
+            hovernet = {**keyed, "synthetic_ratio": 0.0} if spec is None else keyed
             config = {
                 "condition": name, "seed": seed, "split": protocol["split"], "holdout": holdout,
-                "training_data": training_data, "hovernet": protocol["hovernet"], "checkpoint": protocol["checkpoint"],
+                "training_data": training_data, "hovernet": keyed, "checkpoint": protocol["checkpoint"],
                 "synthetic": synthesis_configs.get(name),
             }  # fmt: skip
             code = {"segmentation": segmentation_code}
@@ -384,12 +398,8 @@ def run_study(protocol: Mapping, out: str | os.PathLike) -> dict:
                 if weights is None:
                     if root.exists():
                         shutil.rmtree(root)  # another configuration's run
-                    overrides = {
-                        "bundle_root": str(root), **data, "holdout": holdout, "seed": seed, **protocol["hovernet"],
-                    }  # fmt: skip
-                    if spec is None:
-                        overrides["synthetic_ratio"] = 0.0
-                    else:
+                    overrides = {"bundle_root": str(root), **data, "holdout": holdout, "seed": seed, **hovernet}
+                    if spec is not None:
                         overrides["synthesis_bundle"] = str(synthesis_bundle(name))
                     record["train_minutes"] = round(runner.bundle(
                         f"{step}_train", bundles / "hovernet_consep_synthetic", "training", "train.yaml", overrides), 2)

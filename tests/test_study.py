@@ -175,10 +175,16 @@ def test_shipped_protocols_load_and_name_real_config_keys():
         ("points2mask", "dafgan_points2mask", "train.yaml"), ("mask2image", "dafgan_mask2image", "train.yaml"),
         ("synthesis", "dafgan_nuclei_synthesis", "inference.yaml"),
     )}  # fmt: skip
-    for name in ("reduced.yaml", "full.yaml", "cpu.yaml", "cpu_low_label.yaml"):
+    cpu = load_protocol(repo / "configs" / "table1" / "cpu.yaml")
+    for name in ("reduced.yaml", "full.yaml", "cpu.yaml", "cpu_low_label.yaml", "cpu_ratio.yaml"):
         protocol = load_protocol(repo / "configs" / "table1" / name)
-        assert set(protocol["conditions"]) == {"real", "real+pix2pixHD", "real+DAFF-GAN"}, name
-        assert len(protocol["seeds"]) >= 2, name
+        if name == "cpu_ratio.yaml":  # a sweep at one seed that shares cpu.yaml's runs at ratios 0 and 0.5
+            assert [protocol["conditions"][c] for c in ("real", "real+DAFF-GAN")] == [
+                cpu["conditions"][c] for c in ("real", "real+DAFF-GAN")]  # fmt: skip
+            assert protocol["hovernet"] == cpu["hovernet"] and protocol["holdout"] == cpu["holdout"]
+        else:
+            assert set(protocol["conditions"]) == {"real", "real+pix2pixHD", "real+DAFF-GAN"}, name
+            assert len(protocol["seeds"]) >= 2, name
         for section in ("hovernet", "postprocess", "synthesis"):
             assert set(protocol[section]) <= set(configs[section]), (name, section)
         generators = {k: v for k, v in protocol["generators"].items() if k not in ("points2mask", "mask2image")}
@@ -192,3 +198,25 @@ def test_set_config_values_keeps_comments(tmp_path):
     assert config.read_text() == "# head\npreset: paper  # which\nholdout: [a, b]\nnested:\n  preset: x\n"
     with pytest.raises(KeyError, match="no top-level key 'missing'"):
         set_config_values(config, {"missing": 1})
+
+
+def test_mixing_ratio_sweep_adds_runs_to_the_study(study, capsys):
+    """Conditions with their own synthetic_ratio: a sweep. Runs without one keep their keys (reused from the
+    records), the swept condition trains with its ratio on the generators already trained for its twin."""
+    micro = yaml.safe_load((study / "micro.yaml").read_text())
+    conditions = {"real": None, "real+DAFF-GAN": {"baseline": False},
+                  "real+DAFF-GAN x2": {"baseline": False, "synthetic_ratio": 2}}
+    protocol = _protocol(study, study / "sweep.yaml", conditions=conditions)
+    assert main(["table1", "--protocol", str(protocol), "--out", str(study / "out")]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count(" ... ") == 2 and "real_daff_gan_x2_seed0_train ... " in printed  # train and evaluate only
+    assert "--synthetic_ratio 2.0" in (study / "out" / "logs" / "real_daff_gan_x2_seed0_train.log").read_text()
+    (record,) = (study / "out" / "records").glob("real_daff_gan_x2_seed0_*.json")
+    hovernet = json.loads(record.read_text())["config"]["hovernet"]
+    assert hovernet == {**micro["hovernet"], "synthetic_ratio": 2.0}
+    report = json.loads((study / "out" / "table1.json").read_text())["evaluation_sets"]["holdout"]
+    assert set(report["paired_vs_baseline"]) == {"real+DAFF-GAN", "real+DAFF-GAN x2"}
+
+    protocol.write_text(protocol.read_text().replace("synthetic_ratio: 2", "synthetic_ratio: -1"))
+    with pytest.raises(ValueError, match="synthetic_ratio -1; give a number >= 0"):
+        load_protocol(protocol)
