@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -142,6 +143,7 @@ def _load_library(bundle: Path, data_dir: Path | None, split: str, holdout: list
 
 
 def _cmd_synthesize(args: argparse.Namespace) -> None:
+    from monai_dafgan.data import read_manifest, shard_indices
     from monai_dafgan.synthesis import (
         NucleiSynthesizer,
         WeightMismatchError,
@@ -167,10 +169,31 @@ def _cmd_synthesize(args: argparse.Namespace) -> None:
     print(f"{which} generators of {bundle}; centroid library: {library}", flush=True)
     root = write_synthetic_dataset(
         synthesizer, library, args.num_samples, args.out, args.size, seed=args.seed, min_nuclei=args.min_nuclei,
-        overwrite=args.overwrite,
+        overwrite=args.overwrite, shard=args.shard,
     )  # fmt: skip
+    manifest = read_manifest(args.out)
+    if args.shard is not None and not (manifest and manifest.get("complete")):
+        k, n = args.shard
+        print(f"shard {k} of {n} done: {len(shard_indices(k, n, args.num_samples))} samples in {root}; the folder is "
+              "complete when the other shards are (the last to finish merges the manifests)")
+        return
     print(f"{root} holds {args.num_samples} samples of {args.size}x{args.size}; manifest and preview: "
           f"{args.out / 'manifest.json'}, {args.out / 'preview.png'}")
+
+
+def _shard(text: str) -> tuple[int, int]:
+    """``k/n`` (shard k of n, k from 0) for ``--shard``."""
+    from monai_dafgan.data import shard_indices
+
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"give k/n (shard k of n, k = 0 .. n-1), e.g. 0/4; got {text!r}")
+    shard = int(match[1]), int(match[2])
+    try:
+        shard_indices(*shard, 0)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return shard
 
 
 def _cmd_assemble(args: argparse.Namespace) -> None:
@@ -293,7 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
         "<out>/preview.png. With no --bundle, the shipped DAFF-GAN generators trained on CoNSeP are used (no data "
         "needed); --baseline uses the bundle's pix2pixHD pair trained with the same budget. <out>/manifest.json "
         "records the settings and the samples done: the same command again resumes an interrupted run (samples "
-        "already written are kept); other settings into the same --out are refused unless --overwrite.",
+        "already written are kept); other settings into the same --out are refused unless --overwrite. --shard k/n "
+        "writes only shard k of n (k = 0 .. n-1), so n processes or machines fill one folder; the last to finish "
+        "merges their manifests.",
         "synthesize --num-samples 659 --out synthetic",
         "synthesize --baseline --num-samples 659 --out synthetic_pix2pixhd",
         "synthesize --bundle my_synthesis --data-dir /data/CoNSeP --out synthetic",
@@ -317,6 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--batch-size", type=int, default=8, help="samples per generator pass")
     synth.add_argument("--overwrite", action="store_true", help="remove the samples of an earlier run in --out first "
                        "(by default a rerun with the same settings resumes it, and other settings are refused)")
+    synth.add_argument("--shard", type=_shard, default=None, metavar="K/N", help="write only shard K of N (K = 0 .. "
+                       "N-1: a contiguous block of samples) beside the other shards' processes; separate machines: "
+                       "copy the folders into one and rerun any shard's command there to merge (default: all)")
     synth.set_defaults(func=_cmd_synthesize)
 
     assemble = _add_command(

@@ -1,5 +1,6 @@
 """The generator bundles as a user runs them: MONAI bundle CLI training (and resume), inference, model-zoo checks
-(metadata schema, properties, network I/O, TorchScript export) and 2-process distributed training on CPU."""
+(metadata schema, properties, network I/O, TorchScript export), 2-process distributed training on CPU, and the
+synthesis bundle writing samples, also sharded over 2 torchrun processes."""
 
 from __future__ import annotations
 
@@ -85,6 +86,36 @@ def test_inference_without_weights_is_a_clear_error(toy_dir, tmp_path):
     )
     assert result.returncode != 0
     assert "models/model.pt not found. Train the bundle first" in result.stderr
+
+
+def test_sharded_synthesis_on_two_cpu_processes_equals_one_process(toy_dir, tmp_path, monkeypatch):
+    """torchrun ranks write their blocks of one folder at the same time; the last merges the manifests; the files
+    are a single process's (at one thread, as torchrun sets for each rank)."""
+    import scipy.io
+
+    from monai_dafgan.data import read_manifest
+    from monai_dafgan.networks import DAFFGenerator
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    bundle = _copy_bundle("dafgan_nuclei_synthesis", tmp_path)
+    torch.manual_seed(0)
+    torch.save(DAFFGenerator.from_preset("small", 5, 5, output_activation=None).state_dict(), bundle / "models" / "points_to_mask.pt")
+    torch.save(DAFFGenerator.from_preset("small", 6, 3).state_dict(), bundle / "models" / "mask_to_image.pt")
+    common = ["--dataset_dir", str(toy_dir), "--num_samples", "5", "--spatial_size", "64", "--batch_size", "2", "--device", "$torch.device('cpu')"]
+    _bundle_cli(bundle, "run", "--config_file", "configs/inference.yaml", *common, "--output_dir", str(tmp_path / "one"))
+    torchrun = (sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m")
+    _bundle_cli(bundle, "run", "--config_file", "['configs/inference.yaml','configs/multi_gpu_inference.yaml']", *common,
+                "--output_dir", str(tmp_path / "two"), runner=torchrun)
+    one, two = read_manifest(tmp_path / "one"), read_manifest(tmp_path / "two")
+    assert two["complete"] and two["settings"] == one["settings"] and not list((tmp_path / "two").glob("manifest.shard-*"))
+    assert sorted(w["shard"] for w in two["written_by"]) == [[0, 2], [1, 2]]
+    files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*.png"))
+    assert len(files) == 6 and files == sorted(p.relative_to(tmp_path / "two") for p in (tmp_path / "two").rglob("*.png"))
+    for name in files:  # samples and preview, byte for byte
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+    for name in (tmp_path / "one" / "Train" / "Labels").iterdir():
+        a, b = scipy.io.loadmat(name), scipy.io.loadmat(tmp_path / "two" / "Train" / "Labels" / name.name)
+        assert all((a[k] == b[k]).all() for k in ("inst_map", "type_map", "inst_type")), name
 
 
 def test_distributed_training_on_two_cpu_processes(toy_dir, tmp_path):

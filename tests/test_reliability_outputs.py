@@ -1,6 +1,7 @@
 """Trustworthy synthetic outputs: the manifest of write_synthetic_dataset, resuming an interrupted run to the files of
-an uninterrupted one, refusing to mix datasets, the readers' warning on an incomplete folder, the centroid library
-cache never standing in for another dataset folder, and what synthesis guarantees across DataLoader worker counts."""
+an uninterrupted one, refusing to mix datasets, the readers' warning on an incomplete folder, shards that fill one
+folder with the files of one process, the centroid library cache never standing in for another dataset folder, and
+what synthesis guarantees across DataLoader worker counts."""
 
 from __future__ import annotations
 
@@ -26,7 +27,9 @@ from monai_dafgan.data import (
     make_toy_sample,
     nuclei_file_list,
     read_manifest,
+    shard_indices,
 )
+from monai_dafgan.data.manifest import shard_manifests
 from monai_dafgan.networks import DAFFGenerator
 from monai_dafgan.points import CentroidLibrary
 from monai_dafgan.synthesis import (
@@ -196,6 +199,70 @@ def test_readers_warn_only_on_an_incomplete_manifest_of_ours(synthesizer, librar
         load_consep(out)
     with pytest.raises(OutputFolderError, match="not a manifest of this package"):  # nor is it overwritten
         write(synthesizer, library, out, num_samples=2, overwrite=True)
+
+
+def test_shard_blocks_cover_every_sample_once():
+    for num_samples in (0, 1, 5, 659):
+        for num_shards in (1, 2, 3, 7):
+            blocks = [shard_indices(k, num_shards, num_samples) for k in range(num_shards)]
+            assert [i for block in blocks for i in block] == list(range(num_samples))
+            assert max(map(len, blocks)) - min(map(len, blocks)) <= 1
+    for bad in ((2, 2), (-1, 2), (0, 0), (True, 2)):
+        with pytest.raises(ValueError, match="shard|shards"):
+            shard_indices(*bad, 10)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_shards_fill_one_folder_with_the_files_of_one_process(synthesizer, library, tmp_path):
+    """3 shards of 5 samples in batches of 2: blocks [0], [1, 2], [3, 4], so two batches straddle two shards."""
+    reference = tmp_path / "reference"
+    write(synthesizer, library, reference)
+    out = tmp_path / "sharded"
+    write(synthesizer, library, out, shard=(2, 3))
+    write(synthesizer, library, out, shard=(0, 3))
+    assert read_manifest(out) is None and sorted(shard_manifests(out)) == [(0, 3), (2, 3)]
+    assert shard_manifests(out)[(2, 3)]["completed"] == [[3, 5]] and shard_manifests(out)[(2, 3)]["complete"]
+    with pytest.warns(IncompleteDatasetWarning, match=r"written in shards: 3 of 5 samples.*finished: \[0, 2\]"):
+        assert len(load_consep(out)) == 3
+    with pytest.raises(OutputFolderError, match=r"being written in \[3\] shards"):
+        write(synthesizer, library, out, shard=(0, 2))
+    with pytest.raises(ValueError, match="overwrite clears the whole folder"):
+        write(synthesizer, library, out, shard=(1, 3), overwrite=True)
+
+    write(synthesizer, library, out, shard=(1, 3))  # the last shard merges
+    manifest, expected = read_manifest(out), read_manifest(reference)
+    assert shard_manifests(out) == {} and not list(out.glob("manifest.shard-*"))
+    assert {k: manifest[k] for k in ("settings", "complete", "num_completed", "completed")} == {
+        k: expected[k] for k in ("settings", "complete", "num_completed", "completed")}  # fmt: skip
+    assert [w["shard"] for w in manifest["written_by"]] == [[0, 3], [1, 3], [2, 3]]  # in shard order
+    assert_same_dataset(reference, out)  # preview.png included: the shard of sample 0 made it
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(load_consep(out)) == NUM
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_one_process_finishes_what_shards_began(synthesizer, library, tmp_path):
+    reference = tmp_path / "reference"
+    write(synthesizer, library, reference)
+    out = tmp_path / "sharded"
+    write(synthesizer, library, out, shard=(1, 2))
+    (out / "Train" / "Images" / ".synthetic_1.png.k1ll3d.tmp").write_bytes(b"half a png")  # shard 0, killed
+    write(synthesizer, library, out)
+    assert read_manifest(out)["complete"] and shard_manifests(out) == {}
+    assert [w.get("shard") for w in read_manifest(out)["written_by"]] == [[1, 2], None]
+    assert_same_dataset(reference, out)
+    with pytest.raises(OutputFolderError, match="other settings"):  # shards, too, refuse other settings
+        write(synthesizer, library, out, shard=(0, 2), seed=1)
+
+
+def test_cli_shard_argument(tmp_path, capsys):
+    parser = build_parser()
+    assert parser.parse_args(["synthesize", "--out", "x", "--shard", "1/4"]).shard == (1, 4)
+    for bad in ("4/4", "1-4", "a/2", "0/0"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["synthesize", "--out", "x", "--shard", bad])
+        assert "--shard" in capsys.readouterr().err
 
 
 def test_a_cached_library_never_stands_in_for_another_dataset_dir(tmp_path):

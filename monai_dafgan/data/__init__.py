@@ -26,7 +26,7 @@ from .io import (
     sample_points,
     write_consep_sample,
 )
-from .manifest import IncompleteDatasetWarning, OutputFolderError, read_manifest
+from .manifest import IncompleteDatasetWarning, OutputFolderError, read_manifest, shard_indices
 from .stain import RandHEDJitter, RandHEDJitterd
 from .transforms import LabelsToPointsd
 from .types import NUM_TYPES, TYPE_COLORS, TYPE_NAMES, merge_types
@@ -66,6 +66,7 @@ __all__ = [
     "read_sample",
     "sample_points",
     "select_tiles",
+    "shard_indices",
     "window_starts",
     "write_consep_sample",
 ]

@@ -14,12 +14,19 @@ Sample ``i`` is the files ``<split>/Images/<prefix>_<i + 1>.png`` and ``<split>/
 back are kept) and to refuse a run with other settings, or a folder of samples that no manifest describes.
 :func:`warn_if_incomplete` is what the CoNSeP-layout readers call: it warns with :class:`IncompleteDatasetWarning`
 when the manifest next to a split folder says it is incomplete.
+
+Sharded writing (``shard=(k, n)``: n processes, e.g. torchrun ranks or machines, fill one folder): shard k writes
+the samples ``shard_indices(k, n, num_samples)`` (a contiguous block) and keeps ``manifest.shard-<k>-of-<n>.json``
+(the same format, its own samples only). The shard that finishes last merges them into ``manifest.json``, the one a
+single-process run writes, and removes them. Shards written on separate machines are merged by copying their
+folders into one and rerunning any shard's command (or the command without a shard) there.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -37,11 +44,14 @@ __all__ = [
     "indices_of_ranges",
     "read_manifest",
     "sample_names",
+    "shard_indices",
+    "shard_manifests",
     "warn_if_incomplete",
 ]
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "monai_dafgan synthetic dataset 1"
+_SHARD_MANIFEST = re.compile(r"manifest\.shard-(\d+)-of-(\d+)\.json")
 _SHOWN = 5
 
 
@@ -60,6 +70,24 @@ def sample_names(prefix: str, num_samples: int) -> list[str]:
     return [f"{prefix}_{i + 1:0{width}d}" for i in range(num_samples)]
 
 
+def shard_manifest_name(shard: int, num_shards: int) -> str:
+    return f"manifest.shard-{shard}-of-{num_shards}.json"
+
+
+def shard_indices(shard: int, num_shards: int, num_samples: int) -> range:
+    """The samples shard ``shard`` of ``num_shards`` writes: a contiguous block, the blocks of all shards covering
+    ``0 .. num_samples - 1`` once and differing in length by at most one.
+
+    Raises:
+        ValueError: ``num_shards < 1`` or ``shard`` not in ``0 .. num_shards - 1``.
+    """
+    if isinstance(num_shards, bool) or not isinstance(num_shards, int) or num_shards < 1:
+        raise ValueError(f"the number of shards must be an integer >= 1, got {num_shards!r}.")
+    if isinstance(shard, bool) or not isinstance(shard, int) or not 0 <= shard < num_shards:
+        raise ValueError(f"shard must be one of 0 .. {num_shards - 1} (of {num_shards}), got {shard!r}.")
+    return range(shard * num_samples // num_shards, (shard + 1) * num_samples // num_shards)
+
+
 def index_ranges(indices: Iterable[int]) -> list[list[int]]:
     """Sorted indices as half-open ``[start, stop)`` ranges (a manifest stays small for any number of samples)."""
     ranges: list[list[int]] = []
@@ -75,16 +103,28 @@ def indices_of_ranges(ranges: Iterable[Sequence[int]]) -> set[int]:
     return {i for start, stop in ranges for i in range(int(start), int(stop))}
 
 
-def read_manifest(output_dir: str | os.PathLike) -> dict | None:
-    """The manifest of ``output_dir`` written by this package, or None when it has none (or another tool's)."""
-    path = Path(output_dir) / MANIFEST
-    if not path.is_file():
-        return None
+def read_manifest(output_dir: str | os.PathLike, name: str = MANIFEST) -> dict | None:
+    """The manifest of ``output_dir`` written by this package (``name``: another manifest of it, e.g. a shard's), or
+    None when it has none (or another tool's)."""
+    path = Path(output_dir) / name
     try:
         manifest = json.loads(path.read_text())
+    except FileNotFoundError:  # also one that a merging shard removed since it was listed
+        return None
     except (OSError, ValueError) as err:
         raise NucleiDataError(path, f"unreadable manifest ({err}); remove it and the folder's samples.") from err
     return manifest if isinstance(manifest, dict) and manifest.get("format") == MANIFEST_FORMAT else None
+
+
+def shard_manifests(output_dir: str | os.PathLike) -> dict[tuple[int, int], dict]:
+    """The shard manifests of ``output_dir`` (see the module docstring) by (shard, number of shards)."""
+    folder, found = Path(output_dir), {}
+    for path in sorted(folder.glob("manifest.shard-*-of-*.json")) if folder.is_dir() else []:
+        match = _SHARD_MANIFEST.fullmatch(path.name)
+        manifest = read_manifest(folder, path.name) if match else None
+        if manifest is not None:
+            found[(int(match[1]), int(match[2]))] = manifest
+    return found
 
 
 def warn_if_incomplete(image_dir: str | os.PathLike, stacklevel: int = 3) -> None:
@@ -93,8 +133,25 @@ def warn_if_incomplete(image_dir: str | os.PathLike, stacklevel: int = 3) -> Non
     split_dir = Path(image_dir).parent
     try:
         manifest = read_manifest(split_dir.parent)
+        shards = shard_manifests(split_dir.parent) if manifest is None or not manifest.get("complete") else {}
     except NucleiDataError as err:
         warnings.warn(f"{err} Cannot tell whether {split_dir} is complete.", IncompleteDatasetWarning, stacklevel)
+        return
+    if shards:
+        settings = next(iter(shards.values())).get("settings", {})
+        if settings.get("split") != split_dir.name:
+            return
+        finished = sorted(k for (k, _), m in shards.items() if m.get("complete"))
+        done = sum(int(m.get("num_completed", 0)) for m in shards.values())
+        num_shards = sorted({n for _, n in shards})
+        warnings.warn(
+            f"{split_dir} is an incomplete synthetic dataset written in shards: {done} of "
+            f"{settings.get('num_samples')} samples written, by {len(shards)} shard manifests (of {num_shards} "
+            f"shards; finished: {finished}). Run the missing or unfinished shards' commands to complete it (the "
+            "last to finish merges the manifests), or the command without a shard.",
+            IncompleteDatasetWarning,
+            stacklevel,
+        )
         return
     settings = {} if manifest is None else manifest.get("settings", {})
     if manifest is None or manifest.get("complete") or settings.get("split") != split_dir.name:
@@ -147,6 +204,8 @@ class SyntheticOutput:
             with a manifest is cleared, never one this package did not write.
         run_info: about this run (package version, device ...), added to the manifest's ``written_by``.
         library_source: where the centroid library came from, recorded as is.
+        shard: ``(k, n)``: this process writes shard k of n (:func:`shard_indices`) beside the other shards'
+            processes, and keeps a manifest of its own (see the module docstring); None: all samples.
     """
 
     def __init__(
@@ -156,13 +215,22 @@ class SyntheticOutput:
         overwrite: bool = False,
         run_info: Mapping[str, Any] | None = None,
         library_source: Mapping[str, Any] | None = None,
+        shard: Sequence[int] | None = None,
     ):
         self.output_dir = Path(output_dir)
         self.settings = json.loads(json.dumps(settings))  # tuples become lists, as they read back
         self.split_dir = self.output_dir / self.settings["split"]
         self.names = sample_names(self.settings["prefix"], self.settings["num_samples"])
+        self.shard = None if shard is None else (shard[0], shard[1])
+        self.indices = range(len(self.names)) if shard is None else shard_indices(*self.shard, len(self.names))
+        if self.shard is not None and overwrite:
+            raise ValueError(
+                "overwrite clears the whole folder, which the other shards are writing: clear it once before starting "
+                "the shards (remove it, or run without a shard and with overwrite)."
+            )
+        self.manifest_name = MANIFEST if shard is None else shard_manifest_name(*self.shard)
         self.overwrite = overwrite
-        self.run_info = dict(run_info or {})
+        self.run_info = dict(run_info or {}, **({} if shard is None else {"shard": list(self.shard)}))
         self.library_source = library_source
         self.completed: set[int] = set()
         self._written_by: list[dict] = []
@@ -174,29 +242,42 @@ class SyntheticOutput:
         return self.split_dir / "Labels" / f"{self.names[index]}.mat"
 
     def open(self) -> set[int]:
-        """Check the folder, remove what an interrupted run left, write the manifest; return the indices of the
-        samples already there (image and label both read back at the right size).
+        """Check the folder, remove what an interrupted run left, write the manifest; return the indices of this
+        run's samples (all, or the shard's) already there (image and label both read back at the right size).
 
         Raises:
             OutputFolderError: samples without a manifest, another tool's ``manifest.json``, a manifest with other
-                settings (without ``overwrite``), or files the manifest does not describe.
+                settings (without ``overwrite``), files the manifest does not describe, or shard manifests of
+                another number of shards than this run's.
         """
-        manifest = read_manifest(self.output_dir)
-        if manifest is not None and self.overwrite:
-            self._clear(manifest)
-            manifest = None
-        if manifest is None:
-            if (self.output_dir / MANIFEST).exists():
-                raise OutputFolderError(
-                    f"{self.output_dir / MANIFEST} is not a manifest of this package (another tool's?): write to "
-                    "another folder, so neither is overwritten."
-                )
+        manifest, shards = read_manifest(self.output_dir), shard_manifests(self.output_dir)
+        if self.overwrite and (manifest is not None or shards):
+            self._clear(manifest or next(iter(shards.values())))
+            manifest, shards = None, {}
+        if manifest is None and (self.output_dir / MANIFEST).exists():
+            raise OutputFolderError(
+                f"{self.output_dir / MANIFEST} is not a manifest of this package (another tool's?): write to "
+                "another folder, so neither is overwritten."
+            )
+        if manifest is None and not shards:
             self._refuse_foreign_files()
-        else:
-            self._refuse_other_settings(manifest)
-            self._written_by = list(manifest.get("written_by", []))
+        for found in [manifest, *shards.values()]:
+            if found is not None:
+                self._refuse_other_settings(found)
+        counts = sorted({n for _, n in shards} - ({self.shard[1]} if self.shard else set()))
+        if self.shard is not None and counts:
+            raise OutputFolderError(
+                f"{self.output_dir} is being written in {counts} shards, this run is shard {self.shard[0]} of "
+                f"{self.shard[1]}: rerun with the shards it was started with, or without a shard to finish it in one "
+                "process."
+            )
+        own = shards.get(self.shard) if self.shard is not None else manifest
+        self._written_by = list((own or {}).get("written_by", []))
+        if self.shard is None:  # this run takes over what the shards wrote
+            for found in shards.values():
+                self._written_by += [w for w in found.get("written_by", []) if w not in self._written_by]
         self._remove_temporary_files()
-        self.completed = {i for i in range(len(self.names)) if self._sample_is_valid(i)}
+        self.completed = {i for i in self.indices if self._sample_is_valid(i)}
         self._refuse_unknown_files()
         self._write(complete=False)
         return set(self.completed)
@@ -206,14 +287,39 @@ class SyntheticOutput:
         self.completed.update(indices)
         self._write(complete=False)
 
-    def finish(self) -> None:
-        """Save the manifest as complete (every sample written)."""
-        missing = len(self.names) - len(self.completed)
+    def finish(self) -> bool:
+        """Save the manifest as complete (every sample of this run written). A shard then merges the shard
+        manifests into ``manifest.json`` when every shard is complete, a single-process run removes them. Returns
+        whether the folder is complete."""
+        missing = len(self.indices) - len(self.completed)
         if missing:
             raise RuntimeError(f"{missing} samples of {self.split_dir} are not written yet.")
         self._write(complete=True)
+        if self.shard is not None:
+            return self._merge_shards()
+        for key in shard_manifests(self.output_dir):
+            (self.output_dir / shard_manifest_name(*key)).unlink(missing_ok=True)
+        return True
 
-    def _write(self, complete: bool) -> None:
+    def _merge_shards(self) -> bool:
+        num_shards = self.shard[1]
+        found = shard_manifests(self.output_dir)
+        parts = [found.get((k, num_shards)) for k in range(num_shards)]
+        if any(part is None or not part.get("complete") or part.get("settings") != self.settings for part in parts):
+            return False  # a shard still writing merges when it finishes
+        completed, written_by = set(), list((read_manifest(self.output_dir) or {}).get("written_by", []))
+        for part in parts:
+            completed |= indices_of_ranges(part.get("completed", []))
+            written_by += [w for w in part.get("written_by", []) if w not in written_by]
+        if completed != set(range(len(self.names))):
+            return False
+        self.completed, self._written_by = completed, written_by
+        self._write(complete=True, name=MANIFEST)
+        for k in range(num_shards):
+            (self.output_dir / shard_manifest_name(k, num_shards)).unlink(missing_ok=True)
+        return True
+
+    def _write(self, complete: bool, name: str | None = None) -> None:
         written_by = self._written_by + ([self.run_info] if self.run_info not in self._written_by else [])
         manifest = {
             "format": MANIFEST_FORMAT,
@@ -224,8 +330,11 @@ class SyntheticOutput:
             "written_by": written_by,
             "library_source": self.library_source,
         }
+        name = name or self.manifest_name
+        if name != MANIFEST:
+            manifest["shard"] = list(self.shard)
         text = json.dumps(manifest, indent=1)
-        atomic_write(self.output_dir / MANIFEST, lambda f: f.write(text.encode()))
+        atomic_write(self.output_dir / name, lambda f: f.write(text.encode()))
 
     def _way_out(self) -> str:
         return (f"write to another folder, remove {self.output_dir}, or replace its samples with overwrite=True "
@@ -269,17 +378,22 @@ class SyntheticOutput:
             (split_dir / "Images" / f"{name}.png").unlink(missing_ok=True)
             (split_dir / "Labels" / f"{name}.mat").unlink(missing_ok=True)
         (self.output_dir / "preview.png").unlink(missing_ok=True)
-        (self.output_dir / MANIFEST).unlink()
+        for key in shard_manifests(self.output_dir):
+            (self.output_dir / shard_manifest_name(*key)).unlink(missing_ok=True)
+        (self.output_dir / MANIFEST).unlink(missing_ok=True)
 
     def _remove_temporary_files(self) -> None:
-        """``atomic_write``'s ``.<name>.*.tmp`` files that a killed run left: any in the sample folders (ours), only
-        the manifest's and the preview's in the output folder (which may hold the user's other files)."""
+        """``atomic_write``'s ``.<name>.*.tmp`` files that a killed run left: in the sample folders any (ours), or a
+        shard's own samples' only (the other shards are writing theirs); in the output folder (which may hold the
+        user's other files) only those of this run's manifest and of the preview."""
+        own = None if self.shard is None else {self.names[i] for i in self.indices}
         for folder in (self.split_dir / "Images", self.split_dir / "Labels"):
             if folder.is_dir():
                 for path in folder.iterdir():
-                    if _is_temporary(path) and path.is_file():
+                    stem = Path(path.name[1:].rsplit(".", 2)[0]).stem
+                    if _is_temporary(path) and path.is_file() and (own is None or stem in own):
                         path.unlink(missing_ok=True)
-        for name in (MANIFEST, "preview.png"):
+        for name in [self.manifest_name] + (["preview.png"] if 0 in self.indices else []):  # the preview: sample 0's
             remove_stale_temporaries(self.output_dir / name)
 
     def _sample_is_valid(self, index: int) -> bool:

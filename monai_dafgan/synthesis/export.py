@@ -108,6 +108,7 @@ def write_synthetic_dataset(
     progress: bool = True,
     min_nuclei: int = 0,
     overwrite: bool = False,
+    shard: Sequence[int] | None = None,
 ) -> Path:
     """Synthesise ``num_samples`` samples and write them as ``<output_dir>/<split>/Images/<prefix>_<i>.png`` and
     ``Labels/<prefix>_<i>.mat`` (CoNSeP keys: inst_map, type_map, inst_type, inst_centroid; merged types), with
@@ -124,6 +125,14 @@ def write_synthetic_dataset(
     batch. With ``preview``, ``<output_dir>/preview.png`` shows the first samples as point map | mask | image.
     ``min_nuclei`` is the fewest points of a requested point set (see :class:`~monai_dafgan.points.PointSetDataset`).
 
+    ``shard=(k, n)`` writes only shard k of n (a contiguous block of samples, :func:`~monai_dafgan.data.shard_indices`),
+    so n processes (torchrun ranks: the synthesis bundle's ``multi_gpu_inference.yaml``; or machines:
+    ``synthesize --shard k/n``) fill one folder without two writing the same file; each keeps its own manifest and
+    the last to finish merges them into ``manifest.json``. With the same device, thread count and ``batch_size`` the
+    merged folder holds the files of a single-process run (batches keep their positions; a batch across two shards is
+    made by both, each writing its own samples). Shards of separate machines: copy their folders into one, then
+    rerun any shard's command there to merge. ``overwrite`` is refused with a shard.
+
     A resumed folder holds the files of an uninterrupted run when both ran with the same device, torch thread count
     and ``batch_size`` (batches keep their positions; a partly written one is made again whole). Another thread
     count, batch size or device changes image values by about 1e-4 on 0..255 on the CPU (rarely one grey level in the
@@ -131,10 +140,11 @@ def write_synthetic_dataset(
     ``written_by`` records these for every run that wrote into the folder.
 
     Returns:
-        ``<output_dir>/<split>``.
+        ``<output_dir>/<split>`` (with a shard: complete once every shard has finished).
 
     Raises:
-        OutputFolderError: the folder holds other samples (see above); nothing is written then.
+        OutputFolderError: the folder holds other samples (see above), or is written in another number of shards;
+            nothing is written then.
     """
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
@@ -146,16 +156,17 @@ def write_synthetic_dataset(
         "package_version": __version__, "torch_version": torch.__version__, "device": synthesizer.device.type,
         "torch_threads": torch.get_num_threads(), "batch_size": batch,
     }  # fmt: skip
-    output = SyntheticOutput(output_dir, settings, overwrite, run_info, library.provenance)
-    done = output.open()
+    output = SyntheticOutput(output_dir, settings, overwrite, run_info, library.provenance, shard)
+    done, own = output.open(), set(output.indices)
     points = PointSetDataset(library, num_samples, size, seed=seed, draw_maps=False, min_nuclei=min_nuclei)
     preview_path = Path(output_dir) / "preview.png"
-    preview_indices = list(range(min(PREVIEW_ROWS, num_samples))) if preview and not preview_path.is_file() else []
-    # Whole batches at fixed positions, also on a resume: a batch of another size or content may change the
-    # arithmetic (oneDNN picks kernels by batch size) and so the last bits of a sample.
+    makes_preview = preview and 0 in own and not preview_path.is_file()  # the shard of sample 0 makes it
+    preview_indices = list(range(min(PREVIEW_ROWS, num_samples))) if makes_preview else []
+    # Whole batches at fixed positions, also on a resume or in a shard: a batch of another size or content may change
+    # the arithmetic (oneDNN picks kernels by batch size) and so the last bits of a sample.
     batches = [range(start, min(start + batch, num_samples)) for start in range(0, num_samples, batch)]
-    batches = [b for b in batches if any(i not in done or i in preview_indices for i in b)]
-    bar = tqdm(total=num_samples, initial=len(done), desc="synthesising", unit="sample", disable=not progress)
+    batches = [b for b in batches if any((i in own and i not in done) or i in preview_indices for i in b)]
+    bar = tqdm(total=len(own), initial=len(done), desc="synthesising", unit="sample", disable=not progress)
     shown: dict[int, dict] = {}
     try:
         for indices in batches:
@@ -163,7 +174,7 @@ def write_synthetic_dataset(
                 [points[i]["points"] for i in indices], size, names=[output.names[i] for i in indices],
                 return_intermediates=any(i in preview_indices for i in indices),
             )  # fmt: skip
-            fresh = [(i, sample) for i, sample in zip(indices, samples) if i not in done]
+            fresh = [(i, sample) for i, sample in zip(indices, samples) if i in own and i not in done]
             for i, sample in fresh:
                 write_consep_sample(output.split_dir, sample)
                 output.completed.add(i)
