@@ -1,4 +1,5 @@
-"""The benchmark scripts that are meant to run elsewhere (on a GPU) still run: their quick CPU mode, end to end."""
+"""Benchmark scripts that are not run by hand often still run: the GPU benchmark's quick CPU mode and the sharded
+synthesis benchmark at a few samples, end to end."""
 
 from __future__ import annotations
 
@@ -39,3 +40,15 @@ def test_gpu_benchmark_quick_cpu_mode(tmp_path, monkeypatch, single_thread):
     for heading in ("## 1. Synthesis", "## 2. On-the-fly mixing", "## 3. Generator training"):
         assert heading in table
     assert "not GPU figures" in table
+
+
+def test_sharded_synthesis_benchmark_runs_and_checks_the_shards(tmp_path, monkeypatch):
+    bench = _load_script("bench_sharded_synthesis", monkeypatch)
+    output = tmp_path / "sharded.json"
+    result = bench.main(["--num-samples", "3", "--cores", "2", "--rounds", "1", "--batch-size", "2",
+                         "--output", str(output)])  # fmt: skip
+    assert json.loads(output.read_text())["rows"] == result["rows"]
+    assert [row["configuration"] for row in result["rows"]] == [
+        "1 process x 1 thread", "1 process x 2 threads", "2 shards x 1 thread"]  # fmt: skip
+    assert all(row["samples_per_s"] > 0 for row in result["rows"])
+    assert result["sharded_files_identical_to_one_thread_process"] == {"2 shards x 1 thread": True}
