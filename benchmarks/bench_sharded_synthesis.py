@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> dict:
     best = {name: min(values) for name, values in seconds.items()}
     baseline = best[f"1 process x {cores} threads"]
     rows = [
-        {"configuration": name, "seconds": round(best[name], 2), "samples_per_s": round(args.num_samples / best[name], 2),
+        {"configuration": name, "seconds": round(best[name], 2),
+         "samples_per_s": round(args.num_samples / best[name], 2),
          "speedup_vs_one_process_all_threads": round(baseline / best[name], 2)}
         for name in configurations
     ]  # fmt: skip
@@ -89,8 +90,9 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{row['configuration']:<28}{row['seconds']:>9.1f}{row['samples_per_s']:>11.2f}"
               f"{row['speedup_vs_one_process_all_threads']:>13.2f}x")  # fmt: skip
     print(f"sharded folders hold the one-thread process's files: {identical}")
+    arguments = argv if argv is not None else sys.argv[1:]
     result = {
-        "command": "python benchmarks/bench_sharded_synthesis.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python benchmarks/bench_sharded_synthesis.py " + " ".join(arguments),
         "environment": environment(load_before),
         "num_samples": args.num_samples,
         "batch_size": args.batch_size,
