@@ -15,10 +15,11 @@ from .bundle import (
     synthesis_fingerprint,
     synthesis_weight_files,
 )
-from .dataset import SyntheticNucleiDataset, derived_seed, point_set_at, seed_transform
+from .dataset import SyntheticNucleiDataset
 from .export import preview_grid, write_synthetic_dataset
 from .instances import DEFAULT_MIN_AREA, empty_instances, recover_instances
 from .mixing import MixedNucleiDataset, SyntheticBatchMixer, merge_batches
+from .samples import SyntheticSamples, derived_seed, point_set_at, seed_transform
 from .synthesizer import (
     MASK_TO_IMAGE_WEIGHTS,
     POINTS_TO_MASK_WEIGHTS,
@@ -49,6 +50,7 @@ __all__ = [
     "NucleiSynthesizer",
     "SyntheticBatchMixer",
     "SyntheticNucleiDataset",
+    "SyntheticSamples",
     "WeightMismatchError",
     "derived_seed",
     "empty_instances",

@@ -2,56 +2,36 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
-import numpy as np
 from monai.data import Dataset
-from monai.transforms import Randomizable, apply_transform
+from monai.transforms import apply_transform
 
-from ..points.dataset import PointSetDataset
 from ..points.library import CentroidLibrary
+from .samples import SyntheticSamples, seed_transform
 from .synthesizer import NucleiSynthesizer
 
-__all__ = ["SyntheticNucleiDataset", "derived_seed", "point_set_at", "seed_transform"]
-
-_MAX_SEED = 2**32
-
-
-def derived_seed(*key: int) -> int:
-    """A 32-bit seed that is a pure function of the integers ``key`` (numpy ``SeedSequence``)."""
-    return int(np.random.SeedSequence([int(k) for k in key]).generate_state(1)[0])
-
-
-def seed_transform(transform: Any, *key: int) -> None:
-    """Reseed a MONAI random transform (e.g. a ``Compose``, which reseeds its children) from ``key``."""
-    if isinstance(transform, Randomizable) or hasattr(transform, "set_random_state"):
-        transform.set_random_state(seed=derived_seed(*key) % _MAX_SEED)
-
-
-def point_set_at(point_source: Any, index: int) -> np.ndarray:
-    """Item ``index`` of ``point_source`` as a (K, 3) array; items may be arrays or dicts with ``points``."""
-    item = point_source[index]
-    return np.asarray(item["points"] if isinstance(item, Mapping) else item, dtype=np.float32).reshape(-1, 3)
+__all__ = ["SyntheticNucleiDataset"]
 
 
 class SyntheticNucleiDataset(Dataset):
     """Synthetic nuclei samples made on demand by a :class:`NucleiSynthesizer`, as a map-style MONAI dataset.
 
-    Item ``i`` is ``synthesizer.synthesize_one(point set i)``: a sample with exactly the keys of a real sample
-    (``image`` (3, H, W) float32 0..255, ``label_inst`` and ``label_type`` (1, H, W) int32, as ``MetaTensor`` s,
-    and ``name``), so a transform chain written for real data applies unchanged and MONAI's default collate and
-    ``decollate_batch`` work. ``transform`` is applied last. To batch it with real samples, both must have the same
-    spatial size (e.g. crops of real tiles of ``spatial_size``).
+    Item ``i`` is synthetic sample ``i`` of ``seed`` (:class:`~monai_dafgan.synthesis.SyntheticSamples`): a sample
+    with exactly the keys of a real sample (``image`` (3, H, W) float32 0..255, ``label_inst`` and ``label_type``
+    (1, H, W) int32, as ``MetaTensor`` s, and ``name``), so a transform chain written for real data applies
+    unchanged and MONAI's default collate and ``decollate_batch`` work. ``transform`` is applied last. To batch it
+    with real samples, both must have the same spatial size (e.g. crops of real tiles of ``spatial_size``).
 
-    Determinism: item ``i`` is a function of (``seed``, ``i``). Its point set, ``PointSetDataset(library,
-    num_samples, spatial_size, seed)[i]`` (or ``point_source[i]``), is identical across runs, DataLoader worker counts
-    and processes; synthesis has no randomness, and a random ``transform`` is reseeded for every item from (``seed``,
-    epoch, ``i``) (see :meth:`set_epoch`), whatever seeds DataLoader workers set. The generators' arithmetic depends
-    on torch's thread count (and device): DataLoader workers run on one thread, so with another thread count in the
-    main process the images differ by about 1e-4 on 0..255 (measured at most 1.4e-4 with the shipped weights) and
-    labels are identical but for a G1 probability within ~1e-6 of the foreground threshold (rare). Items are
-    bit-identical across worker counts when the main process also runs ``torch.set_num_threads(1)``.
+    Determinism: item ``i`` is a function of (``seed``, ``i``). Its point set, ``PointSetDataset(library, ...,
+    spatial_size, seed)[i]`` (or ``point_source[i]``), is identical across runs, DataLoader worker counts and
+    processes, and it is the point set of sample ``i`` that ``write_synthetic_dataset`` and the mixer make too;
+    synthesis has no randomness, and a random ``transform`` is reseeded for every item from (``seed``, epoch, ``i``)
+    (see :meth:`set_epoch`), whatever seeds DataLoader workers set. The generators' arithmetic depends on torch's
+    thread count (and device): DataLoader workers run on one thread, so with another thread count in the main
+    process the images differ by about 1e-4 on 0..255 (measured at most 1.4e-4 with the shipped weights) and labels
+    are identical but for a G1 probability within ~1e-6 of the foreground threshold (rare). Items are bit-identical
+    across worker counts when the main process also runs ``torch.set_num_threads(1)``.
 
     Cost: one G1 and one G2 pass of batch 1 per item, no caching. At 256x256 with the ``small`` preset on one CPU
     thread (a DataLoader worker's setting) that is about 0.25-0.4 s per item: G1 and G2 0.1-0.2 s each, instance
@@ -90,19 +70,15 @@ class SyntheticNucleiDataset(Dataset):
             raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
         if point_source is None:
             raise ValueError("point_source is required: a CentroidLibrary or an indexable of (K, 3) point sets.")
-        super().__init__(data=range(num_samples), transform=transform)
-        self.synthesizer = synthesizer
-        self.spatial_size = synthesizer.check_spatial_size(spatial_size)
-        self.seed, self.epoch = int(seed), 0
-        if isinstance(point_source, CentroidLibrary):
-            point_source = PointSetDataset(
-                point_source, num_samples, self.spatial_size, self.seed, draw_maps=False, min_nuclei=min_nuclei
-            )
-        elif len(point_source) < num_samples:
+        if not isinstance(point_source, CentroidLibrary) and len(point_source) < num_samples:
             raise ValueError(
                 f"point_source holds {len(point_source)} point sets, fewer than num_samples={num_samples}."
             )
-        self.point_source = point_source
+        super().__init__(data=range(num_samples), transform=transform)
+        self.samples = SyntheticSamples(synthesizer, point_source, spatial_size, seed, min_nuclei)
+        self.synthesizer, self.spatial_size = synthesizer, self.samples.spatial_size
+        self.point_source = self.samples.point_source
+        self.seed, self.epoch = int(seed), 0
 
     def set_epoch(self, epoch: int) -> None:
         """Vary the random ``transform`` by epoch (the synthesised samples themselves never change).
@@ -110,14 +86,10 @@ class SyntheticNucleiDataset(Dataset):
         Call it in the main process before iterating (as with ``DistributedSampler``); workers get a copy."""
         self.epoch = int(epoch)
 
-    def name_of(self, index: int) -> str:
-        return f"synthetic_s{self.seed}_{index:06d}"
-
     def _transform(self, index: int) -> dict:
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} samples.")
-        points = point_set_at(self.point_source, index)
-        sample = self.synthesizer.synthesize_one(points, self.spatial_size, self.name_of(index))
+        (sample,) = self.samples.make([index])
         if self.transform is None:
             return sample
         seed_transform(self.transform, self.seed, self.epoch, index)

@@ -15,7 +15,8 @@ from tqdm.auto import tqdm
 from .. import __version__
 from ..data.io import write_consep_sample
 from ..data.manifest import SyntheticOutput
-from ..points import CentroidLibrary, PointSetDataset
+from ..points import CentroidLibrary
+from .samples import SyntheticSamples
 from .synthesizer import NucleiSynthesizer
 
 #: Samples shown in ``preview.png``.
@@ -114,7 +115,8 @@ def write_synthetic_dataset(
     ``Labels/<prefix>_<i>.mat`` (CoNSeP keys: inst_map, type_map, inst_type, inst_centroid; merged types), with
     ``<output_dir>/manifest.json`` (:mod:`monai_dafgan.data.manifest`): the settings, and which samples are done.
 
-    Sample ``i`` is a function of (``seed``, ``i``) (its point set is ``PointSetDataset(library, ..., seed)[i - 1]``).
+    Sample ``i`` (file number ``i + 1``) is synthetic sample ``i`` of ``seed`` (:class:`SyntheticSamples`), the item
+    ``i`` of a ``SyntheticNucleiDataset`` of the same seed and size.
     A rerun into the same folder with the same settings resumes: samples whose image and label both read back are
     kept, the rest (also an image without its label, from a killed run) are made again, and the temporary files of
     a killed run are removed; the manifest says ``complete: true`` once every sample is written, and the CoNSeP
@@ -158,7 +160,7 @@ def write_synthetic_dataset(
     }  # fmt: skip
     output = SyntheticOutput(output_dir, settings, overwrite, run_info, library.provenance, shard)
     done, own = output.open(), set(output.indices)
-    points = PointSetDataset(library, num_samples, size, seed=seed, draw_maps=False, min_nuclei=min_nuclei)
+    source = SyntheticSamples(synthesizer, library, size, seed, min_nuclei)
     preview_path = Path(output_dir) / "preview.png"
     makes_preview = preview and 0 in own and not preview_path.is_file()  # the shard of sample 0 makes it
     preview_indices = list(range(min(PREVIEW_ROWS, num_samples))) if makes_preview else []
@@ -170,10 +172,9 @@ def write_synthetic_dataset(
     shown: dict[int, dict] = {}
     try:
         for indices in batches:
-            samples = synthesizer.synthesize(
-                [points[i]["points"] for i in indices], size, names=[output.names[i] for i in indices],
-                return_intermediates=any(i in preview_indices for i in indices),
-            )  # fmt: skip
+            samples = source.make(
+                indices, [output.names[i] for i in indices], any(i in preview_indices for i in indices)
+            )
             fresh = [(i, sample) for i, sample in zip(indices, samples) if i in own and i not in done]
             for i, sample in fresh:
                 write_consep_sample(output.split_dir, sample)

@@ -24,15 +24,11 @@ from monai.data import Dataset, list_data_collate
 from monai.engines.utils import default_prepare_batch
 from monai.transforms import apply_transform
 
-from ..points.dataset import PointSetDataset
 from ..points.library import CentroidLibrary
-from .dataset import derived_seed, point_set_at, seed_transform
+from .samples import SyntheticSamples, derived_seed, seed_transform
 from .synthesizer import NucleiSynthesizer
 
 __all__ = ["MixedNucleiDataset", "SyntheticBatchMixer", "merge_batches"]
-
-#: Length of the endless point-set stream a mixer draws from a CentroidLibrary (items are made on demand).
-_ENDLESS = 2**31 - 1
 
 
 def _fraction(value: float, name: str) -> Fraction:
@@ -231,9 +227,10 @@ class SyntheticBatchMixer:
     rounding error carried over to later batches so that a run holds ``fraction`` synthetic samples per real one
     (``"append"``) or per batch slot (``"replace"``) exactly, also for small batches.
 
-    Reproducibility: the ``j``-th synthetic sample of a run comes from point set ``j`` of the point source (a
-    ``PointSetDataset`` seeded with ``seed`` for a :class:`~monai_dafgan.points.CentroidLibrary`, else
-    ``point_source[j % len(point_source)]``) and its ``sample_transform`` is reseeded from (``seed``, ``j``). The
+    Reproducibility: the ``j``-th synthetic sample of a run is synthetic sample ``j`` of ``seed``
+    (:class:`~monai_dafgan.synthesis.SyntheticSamples`: point set ``j`` of a ``PointSetDataset`` seeded with ``seed``
+    for a :class:`~monai_dafgan.points.CentroidLibrary`, else ``point_source[j % len(point_source)]``) and its
+    ``sample_transform`` is reseeded from (``seed``, ``j``). The
     counters are in :meth:`state_dict`, so a ``CheckpointSaver`` can save them with the model. In a distributed
     run (``num_ranks`` processes) the ``j``-th sample of rank ``r`` is sample ``j * num_ranks + r`` of the run, so
     no two ranks draw the same synthetic sample.
@@ -301,7 +298,7 @@ class SyntheticBatchMixer:
         self.spatial_size = None if spatial_size is None else synthesizer.check_spatial_size(spatial_size)
         self.num_real_seen, self.num_synthesized, self.min_nuclei = 0, 0, int(min_nuclei)
         self.rank, self.num_ranks = int(rank), int(num_ranks)
-        self._point_streams: dict[tuple[int, int], PointSetDataset] = {}
+        self._samples: dict[tuple[int, int], SyntheticSamples] = {}  # by spatial size
 
     def state_dict(self) -> dict:
         return {"num_real_seen": self.num_real_seen, "num_synthesized": self.num_synthesized}
@@ -320,22 +317,18 @@ class SyntheticBatchMixer:
         count = _round_half_up(self.num_real_seen * self.fraction) - _round_half_up(before * self.fraction)
         return min(count, batch_size) if self.mode == "replace" else count
 
-    def point_set(self, index: int, spatial_size: tuple[int, int]):
-        if not isinstance(self.point_source, CentroidLibrary):
-            return point_set_at(self.point_source, index % len(self.point_source))
-        if spatial_size not in self._point_streams:
-            self._point_streams[spatial_size] = PointSetDataset(
-                self.point_source, _ENDLESS, spatial_size, self.seed, draw_maps=False, min_nuclei=self.min_nuclei
+    def samples_of_size(self, spatial_size: tuple[int, int]) -> SyntheticSamples:
+        if spatial_size not in self._samples:
+            self._samples[spatial_size] = SyntheticSamples(
+                self.synthesizer, self.point_source, spatial_size, self.seed, self.min_nuclei
             )
-        return self._point_streams[spatial_size][index]["points"]
+        return self._samples[spatial_size]
 
     def synthesize(self, count: int, spatial_size: tuple[int, int]) -> list[dict]:
         """The next ``count`` synthetic samples of the run, transformed by ``sample_transform``."""
         first, self.num_synthesized = self.num_synthesized, self.num_synthesized + count
         indices = [j * self.num_ranks + self.rank for j in range(first, first + count)]
-        point_sets = [self.point_set(j, spatial_size) for j in indices]
-        names = [f"synthetic_s{self.seed}_{j:06d}" for j in indices]
-        samples = self.synthesizer.synthesize(point_sets, spatial_size, names)
+        samples = self.samples_of_size(spatial_size).make(indices)
         if self.sample_transform is None:
             return samples
         transformed = []
