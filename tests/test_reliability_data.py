@@ -27,7 +27,7 @@ from monai_dafgan.data import (
     read_sample,
     sample_points,
 )
-from monai_dafgan.data.instances import instance_majority_types
+from monai_dafgan.data.instances import majority_type_per_id
 from monai_dafgan.data.pairs import mask_to_image_pairs, points_to_mask_pairs
 from monai_dafgan.metrics import NucleiMetric, nuclei_metrics
 from monai_dafgan.metrics.detection import pair_centroids
@@ -184,7 +184,7 @@ def test_majority_vote_with_huge_type_ids_stays_small_and_exact():
     type_map = np.where(INST > 0, 3, 0).astype(np.int64)
     type_map[0, 0:2] = type_map[1, 0] = 10**12  # 3 of the 4 pixels of id 1
     type_map[5, 7] = 2**40 + 3  # would wrap to 3 as int32
-    np.testing.assert_array_equal(instance_majority_types(INST, type_map), [10**12, 3, 2**40 + 3])
+    np.testing.assert_array_equal(majority_type_per_id(INST, type_map), [10**12, 3, 2**40 + 3])
 
 
 # ---- 5. patch_size larger than the crop window ---------------------------------------------------------------

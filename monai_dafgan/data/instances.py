@@ -1,6 +1,9 @@
 """Vectorised utilities on instance maps (2-D integer arrays, 0 = background, one id per nucleus).
 
-Every function here is O(pixels) with ``np.bincount``; none loops over instances in Python.
+Every function here is O(pixels) with ``np.bincount``; none loops over instances in Python. The ``*_per_id``
+functions take a map of ids 1..K (see :func:`relabel_sequential`) and return one value per id, id ``k`` in row
+``k - 1``; :func:`monai_dafgan.metrics.instance_centroids` and :func:`~monai_dafgan.metrics.instance_types` are
+their forms for maps of any ids.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ def instance_areas(inst_map: np.ndarray, num_instances: int | None = None) -> np
     return np.bincount(inst_map.ravel(), minlength=k + 1)[1 : k + 1]
 
 
-def instance_centroids(inst_map: np.ndarray, num_instances: int | None = None) -> np.ndarray:
+def centroid_per_id(inst_map: np.ndarray, num_instances: int | None = None) -> np.ndarray:
     """Centroid (mean pixel row, mean pixel column) of ids 1..K of a 2-D map, as (K, 2) float64.
 
     This is the image-moment centroid CoNSeP stores as ``inst_centroid`` (there in (x, y) = (column, row) order).
@@ -60,7 +63,7 @@ def instance_centroids(inst_map: np.ndarray, num_instances: int | None = None) -
         return np.stack([sum_r / area, sum_c / area], axis=1)
 
 
-def instance_majority_types(inst_map: np.ndarray, type_map: np.ndarray, num_instances: int | None = None) -> np.ndarray:
+def majority_type_per_id(inst_map: np.ndarray, type_map: np.ndarray, num_instances: int | None = None) -> np.ndarray:
     """Majority type of the typed (non-zero) pixels of ids 1..K, as (K,) int64; 0 where an id has no typed pixel.
 
     Ties go to the smaller type id. Type ids may be any non-negative integers (a caller checks their range): sparse
@@ -87,7 +90,7 @@ def instance_majority_types(inst_map: np.ndarray, type_map: np.ndarray, num_inst
     return types if values is None else np.concatenate([[0], values])[types]
 
 
-def types_of_instances(inst_map: np.ndarray, type_map: np.ndarray, num_instances: int | None = None) -> np.ndarray:
+def type_per_id(inst_map: np.ndarray, type_map: np.ndarray, num_instances: int | None = None) -> np.ndarray:
     """Type of ids 1..K read off a type map that is constant inside each instance, as (K,) int32 (ids above K
     are ignored)."""
     k = int(inst_map.max(initial=0)) if num_instances is None else num_instances
@@ -100,11 +103,11 @@ def types_of_instances(inst_map: np.ndarray, type_map: np.ndarray, num_instances
 
 def instance_points(inst_map: np.ndarray, type_map: np.ndarray, num_instances: int | None = None) -> np.ndarray:
     """(K, 3) float32 ``(row, col, type)`` of ids 1..K of a 2-D map: the pixel-mean centroid
-    (:func:`instance_centroids`) and the type read off ``type_map`` (:func:`types_of_instances`). Row ``k - 1`` is
+    (:func:`centroid_per_id`) and the type read off ``type_map`` (:func:`type_per_id`). Row ``k - 1`` is
     id ``k``; this is how every nucleus centroid of a sample is defined."""
     k = int(inst_map.max(initial=0)) if num_instances is None else num_instances
-    types = types_of_instances(inst_map, type_map, k)
-    return np.concatenate([instance_centroids(inst_map, k), types[:, None]], axis=1).astype(np.float32).reshape(k, 3)
+    types = type_per_id(inst_map, type_map, k)
+    return np.concatenate([centroid_per_id(inst_map, k), types[:, None]], axis=1).astype(np.float32).reshape(k, 3)
 
 
 def instance_ellipses(inst_map: np.ndarray, num_instances: int | None = None) -> np.ndarray:

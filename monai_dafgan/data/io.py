@@ -43,7 +43,7 @@ from monai.utils import convert_to_tensor
 from PIL import Image
 
 from ..utils import atomic_write
-from .instances import instance_majority_types, instance_points, relabel_sequential
+from .instances import instance_points, majority_type_per_id, relabel_sequential
 from .types import NUM_TYPES, RAW_CONSEP_MAX_TYPE, TypeScheme, check_type_ids, merge_types, resolve_type_scheme
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -248,7 +248,7 @@ def make_sample(
             types = merge_types(label.inst_type, scheme)[old_ids - 1]
         elif label.type_map is not None:
             check_type_ids(label.type_map, scheme)  # before the majority vote, whose table grows with the largest id
-            types = merge_types(instance_majority_types(inst, label.type_map, k), scheme)
+            types = merge_types(majority_type_per_id(inst, label.type_map, k), scheme)
         else:
             types = np.full(k, default_type, dtype=np.int32)
     except NucleiDataError:

@@ -41,7 +41,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 from skimage.measure import label as label_same_value_regions
 
-from .instances import instance_centroids, relabel_sequential
+from .instances import centroid_per_id, relabel_sequential
 from .io import contract_sample, write_consep_sample
 from .types import NUM_TYPES
 
@@ -449,7 +449,7 @@ class _TileBuilder:
         # (K + 1,) type of each id, 0 for background: a lookup table for per-instance parameters.
         self.type_lut = np.asarray(types, dtype=np.int32)[np.r_[0, old_ids]]
         self.score = np.where(self.label_inst > 0, score, np.float32(0))
-        self.centroids = instance_centroids(self.label_inst, len(self.type_lut) - 1)
+        self.centroids = centroid_per_id(self.label_inst, len(self.type_lut) - 1)
 
     # ---- appearance ----------------------------------------------------------------------------------------
     def _fibre_texture(self, length: int) -> np.ndarray:

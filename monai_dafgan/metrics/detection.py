@@ -58,7 +58,7 @@ def instance_centroids(inst) -> np.ndarray:
         (K, 2) float64 (row, col), one row per instance in increasing id order.
     """
     relabelled, num_instances = remap_instances(inst)
-    return data_instances.instance_centroids(relabelled, num_instances)
+    return data_instances.centroid_per_id(relabelled, num_instances)
 
 
 def instance_types(inst, type_map) -> np.ndarray:
@@ -77,7 +77,7 @@ def instance_types(inst, type_map) -> np.ndarray:
     type_map = as_label_map(type_map, "type_map")
     if type_map.shape != relabelled.shape:
         raise ValueError(f"type_map must have the shape of inst {relabelled.shape}, got {type_map.shape}.")
-    return data_instances.instance_majority_types(relabelled, type_map, num_instances).astype(np.int64)
+    return data_instances.majority_type_per_id(relabelled, type_map, num_instances).astype(np.int64)
 
 
 def _as_points(points, name: str) -> np.ndarray:

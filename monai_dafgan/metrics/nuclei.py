@@ -59,7 +59,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from monai_dafgan.data.instances import instance_centroids, instance_majority_types
+from monai_dafgan.data.instances import centroid_per_id, majority_type_per_id
 from monai_dafgan.metrics.detection import (
     DetectionCounts,
     Pairing,
@@ -156,11 +156,11 @@ def evaluate_nuclei(
         if type_map.size and type_map.max() > num_types:
             raise ValueError(f"{name} values must lie in 0..num_types={num_types}, got maximum {type_map.max()}.")
         type_maps[name] = type_map
-    pred_types = instance_majority_types(pred, type_maps["pred_type"], num_pred).astype(np.int64)
-    true_types = instance_majority_types(true, type_maps["true_type"], num_true).astype(np.int64)
+    pred_types = majority_type_per_id(pred, type_maps["pred_type"], num_pred).astype(np.int64)
+    true_types = majority_type_per_id(true, type_maps["true_type"], num_true).astype(np.int64)
     detection = detection_counts(
-        instance_centroids(true, num_true),
-        instance_centroids(pred, num_pred),
+        centroid_per_id(true, num_true),
+        centroid_per_id(pred, num_pred),
         true_types,
         pred_types,
         num_types=num_types,

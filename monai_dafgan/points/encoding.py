@@ -29,7 +29,7 @@ from collections.abc import Hashable, Mapping, Sequence
 import numpy as np
 from monai.transforms import MapTransform, Transform
 
-from ..data.instances import instance_centroids
+from ..data.instances import centroid_per_id
 from ..data.types import NUM_TYPES
 
 DEFAULT_RADIUS = 2
@@ -139,7 +139,7 @@ def map_to_points(point_map: np.ndarray, point_markers: np.ndarray) -> np.ndarra
     types_map = np.asarray(point_map).argmax(axis=0)
     types = np.zeros(k + 1, dtype=np.int64)
     types[markers.ravel()] = types_map.ravel()
-    return np.concatenate([instance_centroids(markers, k), types[1:, None]], axis=1).astype(np.float32)
+    return np.concatenate([centroid_per_id(markers, k), types[1:, None]], axis=1).astype(np.float32)
 
 
 class PointsToMap(Transform):
