@@ -209,3 +209,19 @@ def test_file_lists_and_monai_dataset(tmp_path):
         consep_file_list(tmp_path, "Train")
     with pytest.raises(NucleiDataError, match="split folder not found.*Train"):
         consep_file_list(tmp_path, "Test")
+
+
+def test_as_plane_takes_one_map_in_any_container():
+    import torch
+    from monai.data import MetaTensor
+
+    from monai_dafgan.data.instances import as_plane
+
+    plane = np.arange(12).reshape(3, 4)
+    for given in (plane, plane[None], plane[None, None], torch.as_tensor(plane)[None], MetaTensor(plane[None])):
+        out = as_plane(given)
+        assert isinstance(out, np.ndarray) and out.shape == (3, 4)
+        np.testing.assert_array_equal(out, plane)
+    for bad in (np.zeros((2, 3, 4)), np.zeros(5), np.zeros((1, 2, 3, 4))[:, :, :1].repeat(2, 0)):
+        with pytest.raises(ValueError, match="expected one 2-D map"):
+            as_plane(bad)

@@ -9,6 +9,19 @@ their forms for maps of any ids.
 from __future__ import annotations
 
 import numpy as np
+from monai.utils import convert_to_numpy
+
+
+def as_plane(array) -> np.ndarray:
+    """A 2-D map given as (H, W), (1, H, W) or (1, 1, H, W) (numpy, torch or ``MetaTensor``) as an (H, W) numpy array.
+
+    Raises:
+        ValueError: more than one plane (e.g. a batch, or a one-hot map).
+    """
+    value = convert_to_numpy(array)
+    if value.ndim < 2 or value.size != value.shape[-2] * value.shape[-1]:
+        raise ValueError(f"expected one 2-D map, as (H, W) or (1, H, W), got shape {tuple(value.shape)}.")
+    return value.reshape(value.shape[-2:])
 
 
 def relabel_sequential(inst_map: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

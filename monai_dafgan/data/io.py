@@ -43,7 +43,7 @@ from monai.utils import convert_to_tensor
 from PIL import Image
 
 from ..utils import atomic_write
-from .instances import instance_points, majority_type_per_id, relabel_sequential
+from .instances import as_plane, instance_points, majority_type_per_id, relabel_sequential
 from .types import NUM_TYPES, RAW_CONSEP_MAX_TYPE, TypeScheme, check_type_ids, merge_types, resolve_type_scheme
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -290,9 +290,8 @@ def sample_points(sample: Mapping) -> np.ndarray:
     them (e.g. after :class:`~monai_dafgan.data.transforms.LabelsToPointsd`)."""
     if "points" in sample:
         return np.asarray(sample["points"], dtype=np.float32).reshape(-1, 3)
-    inst = np.asarray(sample["label_inst"])
-    inst = inst.reshape(inst.shape[-2:]).astype(np.int64)
-    return instance_points(inst, np.asarray(sample["label_type"]).reshape(inst.shape).astype(np.int64))
+    inst = as_plane(sample["label_inst"]).astype(np.int64)
+    return instance_points(inst, as_plane(sample["label_type"]).astype(np.int64))
 
 
 def read_sample(

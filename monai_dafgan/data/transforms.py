@@ -21,7 +21,7 @@ from monai.config import KeysCollection
 from monai.transforms import AsDiscrete, MapTransform, Transform
 from monai.utils import convert_to_numpy
 
-from .instances import instance_ellipses, instance_points, label_boundaries, relabel_sequential
+from .instances import as_plane, instance_ellipses, instance_points, label_boundaries, relabel_sequential
 from .types import NUM_TYPES
 
 
@@ -42,7 +42,7 @@ class TypeOneHot(Transform):
         self.one_hot = AsDiscrete(to_onehot=num_types + 1, dtype=torch.float32)
 
     def __call__(self, label_type):
-        types = convert_to_numpy(label_type).astype(np.int64).reshape(1, *convert_to_numpy(label_type).shape[-2:])
+        types = as_plane(label_type).astype(np.int64)[None]
         if types.min(initial=0) < 0 or types.max(initial=0) > self.num_types:
             raise ValueError(f"type ids must lie in 0..{self.num_types}, got {types.min()}..{types.max()}.")
         return _like(convert_to_numpy(self.one_hot(types), dtype=np.float32), label_type)
@@ -52,7 +52,7 @@ class InstanceEdges(Transform):
     """(1, H, W) instance map -> (1, H, W) float32 edge map (1 where a 4-neighbour has a different id)."""
 
     def __call__(self, label_inst):
-        inst = convert_to_numpy(label_inst).reshape(convert_to_numpy(label_inst).shape[-2:])
+        inst = as_plane(label_inst)
         return _like(label_boundaries(inst)[None].astype(np.float32), label_inst)
 
 
@@ -64,8 +64,8 @@ class LabelsToPoints(Transform):
     """
 
     def __call__(self, label_inst, label_type) -> tuple[np.ndarray, np.ndarray]:
-        inst, _ = relabel_sequential(convert_to_numpy(label_inst).astype(np.int64).reshape(convert_to_numpy(label_inst).shape[-2:]))
-        types = convert_to_numpy(label_type).astype(np.int64).reshape(inst.shape)
+        inst, _ = relabel_sequential(as_plane(label_inst).astype(np.int64))
+        types = as_plane(label_type).astype(np.int64)
         return instance_points(inst, types), inst[None].astype(np.int32)
 
 
@@ -145,6 +145,5 @@ class InstanceEllipsesd(MapTransform):
     def __call__(self, data: Mapping) -> dict:
         d = dict(data)
         for key in self.key_iterator(d):
-            inst = convert_to_numpy(d[key])
-            d[self.output_key] = instance_ellipses(inst.reshape(inst.shape[-2:])).astype(np.float32)
+            d[self.output_key] = instance_ellipses(as_plane(d[key])).astype(np.float32)
         return d

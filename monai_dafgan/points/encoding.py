@@ -29,7 +29,7 @@ from collections.abc import Hashable, Mapping, Sequence
 import numpy as np
 from monai.transforms import MapTransform, Transform
 
-from ..data.instances import centroid_per_id
+from ..data.instances import as_plane, centroid_per_id
 from ..data.types import NUM_TYPES
 
 DEFAULT_RADIUS = 2
@@ -132,7 +132,7 @@ def _ellipse_pixels(centres: np.ndarray, shapes: np.ndarray) -> tuple[np.ndarray
 
 def map_to_points(point_map: np.ndarray, point_markers: np.ndarray) -> np.ndarray:
     """Decode maps made by :func:`points_to_maps` back to a (K, 3) float32 point set (row k from marker k + 1)."""
-    markers = np.asarray(point_markers).reshape(np.asarray(point_markers).shape[-2:])
+    markers = as_plane(point_markers)
     k = int(markers.max(initial=0))
     if k == 0:
         return np.zeros((0, 3), np.float32)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial import cKDTree
 
-from ..data.instances import instance_ellipses
+from ..data.instances import as_plane, instance_ellipses
 from ..data.io import sample_points
 from ..data.types import NUM_TYPES
 from .shapes import NucleusShapes
@@ -117,7 +117,7 @@ class CentroidLibrary:
         """Build from samples of the data contract (e.g. :func:`monai_dafgan.data.load_consep`)."""
         samples = list(samples)
         points = [sample_points(s) for s in samples]
-        inst = [np.asarray(s["label_inst"]).reshape(np.asarray(s["label_inst"]).shape[-2:]) for s in samples]
+        inst = [as_plane(s["label_inst"]) for s in samples]
         return cls(
             points,
             [m.shape for m in inst],

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from monai.utils import convert_to_numpy
 from tqdm.auto import tqdm
 
+from monai_dafgan.data.instances import as_plane
 from monai_dafgan.metrics import COUNT_KEYS, INSTANCE_METRICS, NucleiMetric, typed_metric_names
 from monai_dafgan.segmentation.inference import predict_tile
 from monai_dafgan.utils import atomic_write
@@ -41,11 +41,6 @@ TABLE1_COLUMNS: tuple[tuple[str, str], ...] = (
     ("AJI+", "aji_plus"),
     ("F1d", "f1_detection"),
 )
-
-
-def _plane(array) -> np.ndarray:
-    value = convert_to_numpy(array)
-    return value.reshape(value.shape[-2:])
 
 
 def evaluate_tiles(
@@ -91,9 +86,9 @@ def evaluate_tiles(
     tiles = []
     samples = list(samples)
     for index, sample in enumerate(tqdm(samples, desc="evaluating", unit="tile", disable=not progress)):
-        true_inst, true_type = _plane(sample["label_inst"]), _plane(sample["label_type"])
+        true_inst, true_type = as_plane(sample["label_inst"]), as_plane(sample["label_type"])
         pred_inst, pred_type = predict_fn(network, sample["image"], device, **predict_kwargs)
-        pred_inst, pred_type = _plane(pred_inst), _plane(pred_type)
+        pred_inst, pred_type = as_plane(pred_inst), as_plane(pred_type)
         if pred_inst.shape != true_inst.shape or pred_type.shape != true_type.shape:
             raise ValueError(f"tile {index}: prediction {pred_inst.shape} does not match the tile {true_inst.shape}.")
         pred = torch.as_tensor(np.stack([pred_inst, pred_type]).astype(np.int64))[None]

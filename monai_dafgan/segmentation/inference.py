@@ -20,7 +20,7 @@ from monai.utils import HoVerNetBranch, convert_to_dst_type, convert_to_numpy
 from scipy import ndimage
 from skimage.measure import label as connected_components
 
-from monai_dafgan.data.instances import relabel_sequential
+from monai_dafgan.data.instances import as_plane, relabel_sequential
 from monai_dafgan.data.io import write_consep_sample
 from monai_dafgan.data.transforms import LabelsToPoints
 
@@ -110,7 +110,7 @@ class _KeepUnmarkedComponents:
 
     def __call__(self, mask, instance_border):
         markers = convert_to_numpy(self.generate_markers(mask, instance_border))
-        components = connected_components(convert_to_numpy(mask).reshape(markers.shape[-2:]) > 0, connectivity=1)
+        components = connected_components(as_plane(mask) > 0, connectivity=1)
         components = components.reshape(markers.shape)
         marked = np.unique(components[markers > 0])
         unmarked = (components > 0) & ~np.isin(components, marked)
@@ -131,7 +131,7 @@ class _DropSlivers:
 
     def __call__(self, *args, **kwargs):
         instances = self.watershed(*args, **kwargs)
-        plane = convert_to_numpy(instances).reshape(instances.shape[-2:])
+        plane = as_plane(instances)
         slivers = [
             index + 1
             for index, box in enumerate(ndimage.find_objects(plane))
@@ -188,7 +188,7 @@ def hovernet_postprocess(
         warnings.filterwarnings("ignore", message="Parameter `min_size` is deprecated", category=FutureWarning)
         info, inst_map = instance_post(outputs[HoVerNetBranch.NP.value], outputs[HoVerNetBranch.HV.value])
     _, type_map = type_post(outputs[HoVerNetBranch.NC.value], info, inst_map)
-    inst = convert_to_numpy(inst_map).reshape(inst_map.shape[-2:])
+    inst = as_plane(inst_map)
     types = convert_to_numpy(type_map).reshape(inst.shape)
     inst, _ = relabel_sequential(inst.astype(np.int64))
     return inst.astype(np.int32), np.rint(types).astype(np.int32)

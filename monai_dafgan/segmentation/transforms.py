@@ -48,6 +48,7 @@ from monai.transforms import (
 from monai.utils import convert_to_numpy
 from skimage.measure import label as connected_components
 
+from monai_dafgan.data.instances import as_plane
 from monai_dafgan.data.stain import RandHEDJitterd
 
 __all__ = ["HOVERNET_NUM_CLASSES", "hovernet_train_transforms", "split_disconnected_instances"]
@@ -69,7 +70,7 @@ def split_disconnected_instances(inst: np.ndarray | torch.Tensor) -> np.ndarray:
         int32 array of the same shape, ids 1..K (0 background). Touching instances with different ids stay apart.
     """
     array = convert_to_numpy(inst)
-    plane = array.reshape(array.shape[-2:]) if array.ndim == 3 else array
+    plane = as_plane(array)
     return connected_components(plane, background=0, connectivity=2).astype(np.int32).reshape(array.shape)
 
 

@@ -38,7 +38,7 @@ from scipy import ndimage
 from skimage.measure import label as label_connected_regions
 from skimage.segmentation import watershed
 
-from ..data.instances import centroid_per_id, label_boundaries
+from ..data.instances import instance_points, label_boundaries
 
 __all__ = ["DEFAULT_MIN_AREA", "empty_instances", "recover_instances"]
 
@@ -132,10 +132,9 @@ def recover_instances(
     types = points[kept, 2].astype(np.int32)
     num_instances = types.size
     label_type = np.concatenate([[0], types]).astype(np.int32)[label_inst]
-    centroids = centroid_per_id(label_inst, num_instances)
     return {
         "label_inst": label_inst[None],
         "label_type": label_type[None],
-        "points": np.concatenate([centroids, types[:, None]], axis=1).astype(np.float32).reshape(num_instances, 3),
+        "points": instance_points(label_inst, label_type, num_instances),
         "kept": kept,
     }
