@@ -6,10 +6,11 @@ import glob
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 _TRUE = {"true", "yes", "on", "1"}
@@ -90,3 +91,28 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     for tmp in stale:
         tmp.unlink(missing_ok=True)
     return stale
+
+
+def size_pair(value: int | Sequence[int], name: str = "spatial_size") -> tuple[int, int]:
+    """An int or an (H, W) pair as (H, W) ints.
+
+    Raises:
+        ValueError: not an int nor a pair.
+    """
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return int(value), int(value)
+    try:
+        pair = tuple(int(v) for v in value)
+    except (TypeError, ValueError):
+        pair = ()
+    if len(pair) != 2:
+        raise ValueError(f"{name} must be an int or (H, W), got {value!r}.")
+    return pair
+
+
+def unwrap(network):
+    """The module inside a ``DistributedDataParallel``/``DataParallel`` wrapper (checkpoints hold plain keys)."""
+    import torch
+
+    wrappers = (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)
+    return network.module if isinstance(network, wrappers) else network

@@ -26,6 +26,7 @@ from PIL import Image
 
 from .datasets import LoadNucleiSampled
 from .instances import instance_points, relabel_sequential
+from ..utils import size_pair
 from .io import contract_sample
 
 
@@ -74,10 +75,6 @@ def crop_sample(sample: Mapping, top: int, left: int, height: int, width: int) -
     return out
 
 
-def _pair(value: int | Sequence[int]) -> tuple[int, int]:
-    return (int(value), int(value)) if np.isscalar(value) else (int(value[0]), int(value[1]))
-
-
 class SlidingWindowCropd(Transform, MultiSampleTrait):
     """Cut a sample into sliding-window crops; returns a list of samples (like MONAI's ``RandSpatialCropSamplesd``).
 
@@ -88,9 +85,9 @@ class SlidingWindowCropd(Transform, MultiSampleTrait):
     """
 
     def __init__(self, window: int | Sequence[int], stride: int | Sequence[int] | None = None, pad: int | Sequence[int] = 0):
-        self.window = _pair(window)
-        self.stride = self.window if stride is None else _pair(stride)
-        self.pad = _pair(pad)
+        self.window = size_pair(window, "window")
+        self.stride = self.window if stride is None else size_pair(stride, "stride")
+        self.pad = size_pair(pad, "pad")
 
     def positions(self, height: int, width: int) -> list[tuple[int, int]]:
         """(top, left) of every window on a tile of the given size, row by row."""

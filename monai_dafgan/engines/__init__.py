@@ -15,10 +15,10 @@ from .handlers import (
     latest_checkpoint,
     loss_terms,
     require_file,
-    unwrap,
 )
 from .schedules import LinearDecayLR, TwoStageStepLR, hovernet_lr_scheduler, restore_lr_schedule
 from .trainer import ConditionalGanTrainer, GanOutputKeys, prepare_condition_batch, require_batches
+from ..utils import unwrap  # the engines' users unwrap DDP networks too
 
 __all__ = [
     "CheckpointError",

@@ -35,7 +35,7 @@ import torch
 from ignite.engine import Engine, Events
 from monai.data.utils import set_rnd
 
-from ..utils import atomic_write, remove_stale_temporaries
+from ..utils import atomic_write, remove_stale_temporaries, unwrap
 from .schedules import restore_lr_schedule
 from .trainer import GanOutputKeys
 
@@ -131,11 +131,6 @@ class ReseedTransforms:
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:
     """``torch.save`` to a temporary file in the same folder, then rename: a reader never sees half a file."""
     atomic_write(path, lambda f: torch.save(obj, f))
-
-
-def unwrap(network: torch.nn.Module) -> torch.nn.Module:
-    """The module inside a ``DistributedDataParallel``/``DataParallel`` wrapper (checkpoints hold plain keys)."""
-    return network.module if isinstance(network, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)) else network
 
 
 class GanCheckpoint:

@@ -26,6 +26,8 @@ from monai.utils import CommonKeys
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
+from ..utils import unwrap
+
 
 class GanOutputKeys:
     """Keys of ``engine.state.output`` of :class:`ConditionalGanTrainer`."""
@@ -205,7 +207,7 @@ class ConditionalGanTrainer(Trainer):
         _set_requires_grad(d, False)
         engine.g_optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
         terms: dict[str, torch.Tensor] = {}
-        d_plain = d.module if isinstance(d, torch.nn.parallel.DistributedDataParallel) else d
+        d_plain = unwrap(d)
         with engine._autocast():
             g_fake_out = d_plain(torch.cat([condition, fake], dim=1))
             terms[GanOutputKeys.G_GAN] = engine.gan_loss(g_fake_out, True, False)

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from monai.data import Dataset
 
+from ..utils import size_pair
 from .encoding import DEFAULT_RADIUS, points_to_maps
 from .library import CentroidLibrary
 from .transforms import RandPointSetAugmentd
@@ -61,7 +62,7 @@ class PointSetDataset(Dataset):
             raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
         super().__init__(data=range(num_samples), transform=transform)
         self.library = library
-        size = (spatial_size, spatial_size) if np.isscalar(spatial_size) else tuple(spatial_size)
+        size = size_pair(spatial_size)
         self.spatial_size = (int(size[0]), int(size[1]))
         self.seed, self.radius, self.draw_maps = int(seed), radius, draw_maps
         self.augment = RandPointSetAugmentd(library) if augment is None else augment

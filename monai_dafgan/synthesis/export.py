@@ -150,8 +150,7 @@ def write_synthetic_dataset(
     """
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
-    size = (spatial_size, spatial_size) if np.isscalar(spatial_size) else tuple(spatial_size)
-    size = synthesizer.check_spatial_size(size)  # fail before any work
+    size = synthesizer.check_spatial_size(spatial_size)  # fail before any work
     settings = synthesis_settings(synthesizer, library, num_samples, size, seed, split, prefix, min_nuclei)
     batch = batch_size or synthesizer.batch_size
     run_info = {

@@ -25,6 +25,7 @@ from monai.engines.utils import default_prepare_batch
 from monai.transforms import apply_transform
 
 from ..points.library import CentroidLibrary
+from ..utils import size_pair
 from .samples import SyntheticSamples, derived_seed, seed_transform
 from .synthesizer import NucleiSynthesizer
 
@@ -168,7 +169,7 @@ def _known_spatial_size(dataset: Any) -> tuple[int, int] | None:
     transform = getattr(dataset, "transform", None)
     if size is None or (transform is not None and getattr(transform, "transforms", None) != ()):  # a chain may crop
         return None
-    return (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
+    return size_pair(size)
 
 
 def _batch_size(batch: Mapping, key: str) -> int:

@@ -54,6 +54,7 @@ from ..data.pairs import POINT_ENCODINGS
 from ..data.types import NUM_TYPES
 from ..points.encoding import DEFAULT_RADIUS, points_to_maps, validate_points
 from ..points.library import CentroidLibrary
+from ..utils import size_pair
 from ..points.shapes import NucleusShapes
 from .bundle import CENTROID_LIBRARY, generator_settings, synthesis_weight_files
 from .instances import DEFAULT_MIN_AREA, recover_instances
@@ -373,10 +374,7 @@ class NucleiSynthesizer:
 
     def check_spatial_size(self, spatial_size: int | Sequence[int]) -> tuple[int, int]:
         """``spatial_size`` as (H, W), or ``ValueError`` when the generators cannot take it."""
-        size = (spatial_size, spatial_size) if np.isscalar(spatial_size) else tuple(spatial_size)
-        if len(size) != 2:
-            raise ValueError(f"spatial_size must be an int or (H, W), got {spatial_size!r}.")
-        height, width = int(size[0]), int(size[1])
+        height, width = size_pair(spatial_size)
         if min(height, width) < self.min_spatial_size:
             raise ValueError(
                 f"spatial size {height}x{width} is too small for these generators: H and W must be at least "
