@@ -116,3 +116,11 @@ def unwrap(network):
 
     wrappers = (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)
     return network.module if isinstance(network, wrappers) else network
+
+
+def require_file(path: str | os.PathLike, hint: str = "") -> Path:
+    """``path`` if it is a file, else ``FileNotFoundError`` with ``hint`` (used to check bundle weights early)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found. {hint}".strip())
+    return path

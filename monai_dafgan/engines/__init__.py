@@ -14,11 +14,10 @@ from .handlers import (
     atomic_torch_save,
     latest_checkpoint,
     loss_terms,
-    require_file,
 )
 from .schedules import LinearDecayLR, TwoStageStepLR, hovernet_lr_scheduler, restore_lr_schedule
 from .trainer import ConditionalGanTrainer, GanOutputKeys, prepare_condition_batch, require_batches
-from ..utils import unwrap  # the engines' users unwrap DDP networks too
+from ..utils import require_file, unwrap  # for the bundle configs and the engines' users
 
 __all__ = [
     "CheckpointError",

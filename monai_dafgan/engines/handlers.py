@@ -505,11 +505,3 @@ class SaveGeneratedImages:
         for item, output in zip(engine.state.batch, engine.state.output):
             name = item.get(self.name_key) or f"sample_{engine.state.iteration}"
             save_png(self.render(output[self.output_key]), self.output_dir / f"{name}{self.suffix}.png")
-
-
-def require_file(path: str | os.PathLike, hint: str = "") -> Path:
-    """``path`` if it is a file, else ``FileNotFoundError`` with ``hint`` (used to check bundle weights early)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found. {hint}".strip())
-    return path

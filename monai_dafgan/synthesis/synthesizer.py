@@ -54,7 +54,7 @@ from ..data.pairs import POINT_ENCODINGS
 from ..data.types import NUM_TYPES
 from ..points.encoding import DEFAULT_RADIUS, points_to_maps, validate_points
 from ..points.library import CentroidLibrary
-from ..utils import size_pair
+from ..utils import require_file, size_pair
 from ..points.shapes import NucleusShapes
 from .bundle import CENTROID_LIBRARY, generator_settings, synthesis_weight_files
 from .instances import DEFAULT_MIN_AREA, recover_instances
@@ -112,10 +112,8 @@ def network_channels(network: nn.Module) -> tuple[int, int]:
     return first_conv.in_channels, int(out.shape[1])
 
 
-def _require_weights(path: Path, bundle: Path) -> Path:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: the bundle {bundle} has no trained weights. {_TRAIN_HINT}")
-    return path
+def _no_weights_hint(bundle: Path) -> str:
+    return f"The bundle {bundle} has no trained weights. {_TRAIN_HINT}"
 
 
 def _bundle_parser(bundle: Path, config_file: str, overrides: Mapping[str, Any] | None) -> ConfigParser:
@@ -290,7 +288,7 @@ class NucleiSynthesizer:
             ValueError: weights that do not fit the configured network, or channel counts that do not match.
         """
         bundles = [Path(points_to_mask_bundle), Path(mask_to_image_bundle)]
-        weights = [_require_weights(bundle / "models" / "model.pt", bundle) for bundle in bundles]
+        weights = [require_file(bundle / "models" / "model.pt", _no_weights_hint(bundle)) for bundle in bundles]
         parsers = [_bundle_parser(bundle, config_file, overrides) for bundle in bundles]
         networks = [load_bundle_network(parser, "network_def", path) for parser, path in zip(parsers, weights)]
         kwargs.setdefault("num_types", int(_config_value(parsers[0], "num_types", NUM_TYPES)))
@@ -326,7 +324,7 @@ class NucleiSynthesizer:
             _config_value(parser, "points_to_mask_weights", str(bundle / POINTS_TO_MASK_WEIGHTS)),
             _config_value(parser, "mask_to_image_weights", str(bundle / MASK_TO_IMAGE_WEIGHTS)),
         ]
-        weights = [_require_weights(Path(name), bundle) for name in names]
+        weights = [require_file(name, _no_weights_hint(bundle)) for name in names]
         keys = ("points_to_mask_def", "mask_to_image_def")
         networks = [load_bundle_network(parser, key, path) for key, path in zip(keys, weights)]
         for argument, key, default in (
