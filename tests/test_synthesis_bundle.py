@@ -122,3 +122,28 @@ def test_shipped_generators_in_a_dataset():
     np.testing.assert_array_equal(first["label_inst"], dataset[0]["label_inst"])
     meta = json.loads((shipped_synthesis_bundle() / "configs" / "metadata.json").read_text())
     assert meta["version"] in meta["changelog"]
+
+
+def test_shipped_config_builds_the_synthesizer_from_its_own_networks():
+    """The config loads the weights into its own network definitions (not by reading its file again): the same
+    generators as the Python API's, and a clear error for weights of another preset."""
+    from monai.bundle import ConfigParser
+
+    from monai_dafgan.synthesis import NucleiSynthesizer, WeightMismatchError, shipped_synthesis_bundle
+
+    bundle = shipped_synthesis_bundle()
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.yaml"))
+    parser.update({"bundle_root": str(bundle), "device": "$torch.device('cpu')"})
+    synthesizer = parser.get_parsed_content("synthesizer")
+    reference = NucleiSynthesizer.pretrained(device="cpu")
+    assert (synthesizer.radius, synthesizer.min_area, synthesizer.point_encoding, synthesizer.num_types) == (
+        reference.radius, reference.min_area, reference.point_encoding, reference.num_types)  # fmt: skip
+    for ours, theirs in ((synthesizer.points_to_mask, reference.points_to_mask),
+                         (synthesizer.mask_to_image, reference.mask_to_image)):  # fmt: skip
+        torch.testing.assert_close(ours.state_dict(), theirs.state_dict())
+    parser.update({"preset": "paper"})
+    with pytest.raises(RuntimeError) as caught:  # MONAI wraps the expression's error
+        parser.get_parsed_content("points_to_mask", lazy=False)
+    assert isinstance(caught.value.__cause__, WeightMismatchError)
+    assert "holds 'small' generators with baseline=False, but the config asks for preset 'paper'" in str(caught.value.__cause__)

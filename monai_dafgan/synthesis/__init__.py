@@ -3,10 +3,13 @@
 
 from .bundle import (
     CENTROID_LIBRARY,
+    WeightMismatchError,
     assemble_synthesis_bundle,
     generator_settings,
     library_from_folder,
     library_source,
+    load_bundle_network,
+    load_generator,
     point_map_settings,
     resolve_centroid_library,
     shipped_library,
@@ -24,8 +27,6 @@ from .synthesizer import (
     MASK_TO_IMAGE_WEIGHTS,
     POINTS_TO_MASK_WEIGHTS,
     NucleiSynthesizer,
-    WeightMismatchError,
-    load_bundle_network,
     network_channels,
     resolve_device,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "derived_seed",
     "empty_instances",
     "load_bundle_network",
+    "load_generator",
     "merge_batches",
     "network_channels",
     "preview_grid",

@@ -14,24 +14,30 @@ import os
 import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
 from monai.bundle import ConfigParser
+from torch import nn
 
 from ..networks import GENERATOR_PRESETS, DAFFGenerator
 from ..points.library import CentroidLibrary
 from ..records import config_key, content_fingerprint
-from ..utils import set_config_values
+from ..utils import require_file, set_config_values
 
 __all__ = [
     "CENTROID_LIBRARY",
+    "INFERENCE_CONFIG",
     "SAMPLE_SETTINGS",
+    "WeightMismatchError",
     "assemble_synthesis_bundle",
     "bundles_root",
     "generator_settings",
     "library_from_folder",
     "library_source",
+    "load_bundle_network",
+    "load_generator",
     "point_map_settings",
     "resolve_centroid_library",
     "shipped_library",
@@ -41,6 +47,12 @@ __all__ = [
 ]
 
 CENTROID_LIBRARY = "models/centroid_library.npz"
+INFERENCE_CONFIG = "configs/inference.yaml"
+_TRAIN_HINT = (
+    "Train the generator bundles first (python -m monai.bundle run training --config_file configs/train.yaml "
+    "--dataset_dir ... in bundles/dafgan_points2mask and bundles/dafgan_mask2image); a synthesis bundle takes their "
+    "models/model.pt as models/points_to_mask.pt and models/mask_to_image.pt."
+)
 
 
 def synthesis_weight_files(baseline: bool = False) -> tuple[str, str]:
@@ -290,3 +302,107 @@ def resolve_centroid_library(
     library.save(saved)
     announce(f"saved the centroid library of {Path(dataset_dir) / split} to {saved}")
     return library
+
+
+def missing_weights_hint(bundle: Path) -> str:
+    return f"The bundle {bundle} has no trained weights. {_TRAIN_HINT}"
+
+
+def read_bundle_config(bundle: Path, config_file: str, overrides: Mapping[str, Any] | None) -> ConfigParser:
+    config_path = bundle / config_file
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{config_path} not found: {bundle} is not a bundle with a {config_file}.")
+    parser = ConfigParser()
+    parser.read_config(str(config_path))
+    parser["bundle_root"] = str(bundle)
+    for key, value in (overrides or {}).items():
+        parser[key] = value
+    return parser
+
+
+class WeightMismatchError(ValueError):
+    """Trained weights that do not fit the network a bundle config builds, in a few lines: what the weights are
+    (preset, baseline; read off their shapes) and what the config asked for.
+
+    Attributes:
+        weights: the weight file.
+        found: ``{"preset", "baseline"}`` of the weights, or None when they fit no preset.
+        configured: the config's ``{"preset", "baseline"}`` (values it does not set are None).
+    """
+
+    def __init__(self, weights: Path, key: str, found: dict | None, configured: dict, details: str):
+        self.weights, self.key, self.found, self.configured = Path(weights), key, found, configured
+        self.details = details
+        super().__init__(self.describe(_override_hint))
+
+    def describe(self, hint) -> str:
+        """The message, with ``hint({"preset": ..., "baseline": ...})`` saying how to ask for the weights' settings
+        (as overrides for the Python API, as flags for the command line)."""
+        asked = ", ".join(f"{k} {v!r}" for k, v in self.configured.items() if v is not None) or "its defaults"
+        if self.found is None:
+            return (f"{self.weights} does not fit the network of config key {self.key!r} ({asked}) nor any preset "
+                    f"of DAFFGenerator ({self.details}).")
+        return (f"{self.weights} holds {self.found['preset']!r} generators with baseline={self.found['baseline']}, "
+                f"but the config asks for {asked}. {hint(self.found)}")
+
+
+def _override_hint(found: Mapping) -> str:
+    return f"Pass overrides={{'preset': {found['preset']!r}, 'baseline': {found['baseline']}}}."
+
+
+def _mismatch_summary(network: nn.Module, state: Mapping[str, torch.Tensor]) -> str:
+    """One line about how ``state`` misses ``network``, instead of ``load_state_dict``'s line per parameter."""
+    expected = network.state_dict()
+    missing, unexpected = len(expected.keys() - state.keys()), len(state.keys() - expected.keys())
+    reshaped = sum(1 for k in expected.keys() & state.keys() if expected[k].shape != state[k].shape)
+    return f"{missing} missing, {unexpected} unexpected and {reshaped} differently shaped parameters"
+
+
+def load_generator(
+    network: nn.Module, weights: str | os.PathLike, configured: Mapping[str, Any] | None = None, key: str = "network"
+) -> nn.Module:
+    """Load the plain state dict ``weights`` (fp16 or fp32) into ``network`` (on the CPU) and return it; what a
+    bundle config calls on the network it built.
+
+    Args:
+        network: the built network.
+        weights: its weight file; a missing one is a ``FileNotFoundError`` that says how to get it.
+        configured: the config's ``preset`` and ``baseline``, for the message of a mismatch.
+        key: the config key of ``network``, for that message.
+
+    Raises:
+        WeightMismatchError: weights of another preset or kind (pix2pixHD baseline or not) than the config's.
+    """
+    weights = require_file(weights, _TRAIN_HINT)
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{weights} holds a {type(state).__name__}, expected a plain state dict.")
+    try:
+        network.load_state_dict(state)
+    except RuntimeError:
+        try:
+            found = {k: v for k, v in generator_settings(state).items() if k in ("preset", "baseline")}
+        except ValueError:
+            found = None
+        configured = {k: (configured or {}).get(k) for k in ("preset", "baseline")}
+        raise WeightMismatchError(weights, key, found, configured, _mismatch_summary(network, state)) from None
+    return network
+
+
+def load_bundle_network(parser: ConfigParser, key: str, weights: Path) -> nn.Module:
+    """Build the network of config ``key`` on the CPU and load the plain state dict ``weights`` into it.
+
+    Raises:
+        WeightMismatchError: weights of another preset or kind (pix2pixHD baseline or not) than the config's.
+    """
+    if key not in parser:
+        raise KeyError(f"the bundle config has no key {key!r}.")
+    network = parser.get_parsed_content(key, instantiate=True)
+    if not isinstance(network, nn.Module):
+        raise TypeError(f"config key {key!r} gives a {type(network).__name__}, expected a torch.nn.Module.")
+    configured = {k: config_value(parser, k, None) for k in ("preset", "baseline")}
+    return load_generator(network, weights, configured, key)
+
+
+def config_value(parser: ConfigParser, key: str, default: Any) -> Any:
+    return parser.get_parsed_content(key) if key in parser else default

@@ -45,7 +45,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.bundle import ConfigParser
 from torch import nn
 
 from ..data.conditions import mask_condition, unit_range_to_image
@@ -56,27 +55,27 @@ from ..points.encoding import DEFAULT_RADIUS, points_to_maps, validate_points
 from ..points.library import CentroidLibrary
 from ..utils import require_file, size_pair
 from ..points.shapes import NucleusShapes
-from .bundle import CENTROID_LIBRARY, generator_settings, synthesis_weight_files
+from .bundle import (
+    CENTROID_LIBRARY,
+    INFERENCE_CONFIG,
+    config_value,
+    load_bundle_network,
+    missing_weights_hint,
+    read_bundle_config,
+    synthesis_weight_files,
+)
 from .instances import DEFAULT_MIN_AREA, recover_instances
 
 __all__ = [
     "MASK_TO_IMAGE_WEIGHTS",
     "POINTS_TO_MASK_WEIGHTS",
     "NucleiSynthesizer",
-    "WeightMismatchError",
-    "load_bundle_network",
     "network_channels",
     "resolve_device",
 ]
 
 #: Weight files of a synthesis bundle, relative to its root (see the module docstring).
 POINTS_TO_MASK_WEIGHTS, MASK_TO_IMAGE_WEIGHTS = synthesis_weight_files(baseline=False)
-INFERENCE_CONFIG = "configs/inference.yaml"
-_TRAIN_HINT = (
-    "Train the generator bundles first (python -m monai.bundle run training --config_file configs/train.yaml "
-    "--dataset_dir ... in bundles/dafgan_points2mask and bundles/dafgan_mask2image); a synthesis bundle takes their "
-    "models/model.pt as models/points_to_mask.pt and models/mask_to_image.pt."
-)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -110,90 +109,6 @@ def network_channels(network: nn.Module) -> tuple[int, int]:
     finally:
         network.train(was_training)
     return first_conv.in_channels, int(out.shape[1])
-
-
-def _no_weights_hint(bundle: Path) -> str:
-    return f"The bundle {bundle} has no trained weights. {_TRAIN_HINT}"
-
-
-def _bundle_parser(bundle: Path, config_file: str, overrides: Mapping[str, Any] | None) -> ConfigParser:
-    config_path = bundle / config_file
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{config_path} not found: {bundle} is not a bundle with a {config_file}.")
-    parser = ConfigParser()
-    parser.read_config(str(config_path))
-    parser["bundle_root"] = str(bundle)
-    for key, value in (overrides or {}).items():
-        parser[key] = value
-    return parser
-
-
-class WeightMismatchError(ValueError):
-    """Trained weights that do not fit the network a bundle config builds, in a few lines: what the weights are
-    (preset, baseline; read off their shapes) and what the config asked for.
-
-    Attributes:
-        weights: the weight file.
-        found: ``{"preset", "baseline"}`` of the weights, or None when they fit no preset.
-        configured: the config's ``{"preset", "baseline"}`` (values it does not set are None).
-    """
-
-    def __init__(self, weights: Path, key: str, found: dict | None, configured: dict, details: str):
-        self.weights, self.key, self.found, self.configured = Path(weights), key, found, configured
-        self.details = details
-        super().__init__(self.describe(_override_hint))
-
-    def describe(self, hint) -> str:
-        """The message, with ``hint({"preset": ..., "baseline": ...})`` saying how to ask for the weights' settings
-        (as overrides for the Python API, as flags for the command line)."""
-        asked = ", ".join(f"{k} {v!r}" for k, v in self.configured.items() if v is not None) or "its defaults"
-        if self.found is None:
-            return (f"{self.weights} does not fit the network of config key {self.key!r} ({asked}) nor any preset "
-                    f"of DAFFGenerator ({self.details}).")
-        return (f"{self.weights} holds {self.found['preset']!r} generators with baseline={self.found['baseline']}, "
-                f"but the config asks for {asked}. {hint(self.found)}")
-
-
-def _override_hint(found: Mapping) -> str:
-    return f"Pass overrides={{'preset': {found['preset']!r}, 'baseline': {found['baseline']}}}."
-
-
-def _mismatch_summary(network: nn.Module, state: Mapping[str, torch.Tensor]) -> str:
-    """One line about how ``state`` misses ``network``, instead of ``load_state_dict``'s line per parameter."""
-    expected = network.state_dict()
-    missing, unexpected = len(expected.keys() - state.keys()), len(state.keys() - expected.keys())
-    reshaped = sum(1 for k in expected.keys() & state.keys() if expected[k].shape != state[k].shape)
-    return f"{missing} missing, {unexpected} unexpected and {reshaped} differently shaped parameters"
-
-
-def load_bundle_network(parser: ConfigParser, key: str, weights: Path) -> nn.Module:
-    """Build the network of config ``key`` on the CPU and load the plain state dict ``weights`` into it.
-
-    Raises:
-        WeightMismatchError: weights of another preset or kind (pix2pixHD baseline or not) than the config's.
-    """
-    if key not in parser:
-        raise KeyError(f"the bundle config has no key {key!r}.")
-    network = parser.get_parsed_content(key, instantiate=True)
-    if not isinstance(network, nn.Module):
-        raise TypeError(f"config key {key!r} gives a {type(network).__name__}, expected a torch.nn.Module.")
-    state = torch.load(weights, map_location="cpu", weights_only=True)
-    if not isinstance(state, Mapping):
-        raise ValueError(f"{weights} holds a {type(state).__name__}, expected a plain state dict.")
-    try:
-        network.load_state_dict(state)
-    except RuntimeError:
-        try:
-            found = {k: v for k, v in generator_settings(state).items() if k in ("preset", "baseline")}
-        except ValueError:
-            found = None
-        configured = {k: (parser.get_parsed_content(k) if k in parser else None) for k in ("preset", "baseline")}
-        raise WeightMismatchError(weights, key, found, configured, _mismatch_summary(network, state)) from None
-    return network
-
-
-def _config_value(parser: ConfigParser, key: str, default: Any) -> Any:
-    return parser.get_parsed_content(key) if key in parser else default
 
 
 class NucleiSynthesizer:
@@ -288,12 +203,12 @@ class NucleiSynthesizer:
             ValueError: weights that do not fit the configured network, or channel counts that do not match.
         """
         bundles = [Path(points_to_mask_bundle), Path(mask_to_image_bundle)]
-        weights = [require_file(bundle / "models" / "model.pt", _no_weights_hint(bundle)) for bundle in bundles]
-        parsers = [_bundle_parser(bundle, config_file, overrides) for bundle in bundles]
+        weights = [require_file(bundle / "models" / "model.pt", missing_weights_hint(bundle)) for bundle in bundles]
+        parsers = [read_bundle_config(bundle, config_file, overrides) for bundle in bundles]
         networks = [load_bundle_network(parser, "network_def", path) for parser, path in zip(parsers, weights)]
-        kwargs.setdefault("num_types", int(_config_value(parsers[0], "num_types", NUM_TYPES)))
-        kwargs.setdefault("radius", _config_value(parsers[0], "point_radius", DEFAULT_RADIUS))
-        kwargs.setdefault("point_encoding", _config_value(parsers[0], "point_encoding", "disk"))
+        kwargs.setdefault("num_types", int(config_value(parsers[0], "num_types", NUM_TYPES)))
+        kwargs.setdefault("radius", config_value(parsers[0], "point_radius", DEFAULT_RADIUS))
+        kwargs.setdefault("point_encoding", config_value(parsers[0], "point_encoding", "disk"))
         return cls(*networks, device=device, **kwargs)
 
     @classmethod
@@ -319,12 +234,12 @@ class NucleiSynthesizer:
         if bundle_dir is None or not Path(bundle_dir).is_dir():
             raise FileNotFoundError(f"synthesis bundle folder {bundle_dir} not found (a dafgan_nuclei_synthesis bundle).")
         bundle = Path(bundle_dir)
-        parser = _bundle_parser(bundle, config_file, overrides)
+        parser = read_bundle_config(bundle, config_file, overrides)
         names = [
-            _config_value(parser, "points_to_mask_weights", str(bundle / POINTS_TO_MASK_WEIGHTS)),
-            _config_value(parser, "mask_to_image_weights", str(bundle / MASK_TO_IMAGE_WEIGHTS)),
+            config_value(parser, "points_to_mask_weights", str(bundle / POINTS_TO_MASK_WEIGHTS)),
+            config_value(parser, "mask_to_image_weights", str(bundle / MASK_TO_IMAGE_WEIGHTS)),
         ]
-        weights = [require_file(name, _no_weights_hint(bundle)) for name in names]
+        weights = [require_file(name, missing_weights_hint(bundle)) for name in names]
         keys = ("points_to_mask_def", "mask_to_image_def")
         networks = [load_bundle_network(parser, key, path) for key, path in zip(keys, weights)]
         for argument, key, default in (
@@ -333,7 +248,7 @@ class NucleiSynthesizer:
             ("min_area", "min_area", DEFAULT_MIN_AREA),
             ("point_encoding", "point_encoding", "disk"),
         ):
-            kwargs.setdefault(argument, _config_value(parser, key, default))
+            kwargs.setdefault(argument, config_value(parser, key, default))
         if kwargs["point_encoding"] == "ellipse" and kwargs.get("nucleus_shapes") is None:
             library = bundle / CENTROID_LIBRARY
             if not library.is_file():
