@@ -26,9 +26,9 @@ import numpy as np
 
 
 def _summarize(data_dir: Path, split: str, out: Path, max_tiles: int) -> dict:
-    from monai_dafgan.data import consep_file_list, crop_sample, load_consep
+    from monai_dafgan.data import consep_file_list, load_consep
     from monai_dafgan.data.summary import dataset_summary, format_summary
-    from monai_dafgan.visualize import image_grid, legend_strip, overlay_nuclei, save_png
+    from monai_dafgan.visualize import dataset_overview, save_png
 
     print(f"reading {len(consep_file_list(data_dir, split))} tiles from {data_dir / split} ...", flush=True)
     samples = load_consep(data_dir, split)
@@ -38,14 +38,7 @@ def _summarize(data_dir: Path, split: str, out: Path, max_tiles: int) -> dict:
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    rows = []
-    for sample in samples[:max_tiles]:
-        size = min(512, *sample["image"].shape[1:])  # a readable crop of large tiles
-        crop = crop_sample(sample, 0, 0, size, size)
-        image = np.clip(crop["image"], 0, 255).astype(np.uint8).transpose(1, 2, 0)
-        rows.append([image, overlay_nuclei(crop["image"], crop["label_inst"], crop["label_type"])])
-    grid = image_grid(rows, titles=["image", "nuclei by type"], row_labels=[s["name"] for s in samples[:max_tiles]])
-    save_png(np.concatenate([grid, legend_strip(grid.shape[1])], axis=0), out / "overview.png")
+    save_png(dataset_overview(samples, max_tiles), out / "overview.png")
     print(f"wrote {out / 'summary.json'} and {out / 'overview.png'}")
     return summary
 
@@ -136,24 +129,19 @@ def _cmd_plot_losses(args: argparse.Namespace) -> None:
     print(f"wrote {args.out} ({', '.join(sorted(generator) + sorted(discriminator))}; {len(next(iter(scalars.values()))[0])} points)")
 
 
-def _load_library(bundle: Path, data_dir: Path | None, split: str, holdout: list[str]):
-    from monai_dafgan.synthesis import CENTROID_LIBRARY, resolve_centroid_library
-
-    return resolve_centroid_library(bundle / CENTROID_LIBRARY, data_dir, split, holdout)
-
-
 def _cmd_synthesize(args: argparse.Namespace) -> None:
     from monai_dafgan.data import read_manifest, shard_indices
     from monai_dafgan.synthesis import (
         NucleiSynthesizer,
         WeightMismatchError,
+        bundle_library,
         shipped_synthesis_bundle,
         write_synthetic_dataset,
     )
 
     bundle = args.bundle or shipped_synthesis_bundle()
     overrides = {"baseline": bool(args.baseline), **({"preset": args.preset} if args.preset else {})}
-    library = _load_library(bundle, args.data_dir, args.split, args.holdout)
+    library = bundle_library(bundle, args.data_dir, args.split, args.holdout)
     shapes = library.nucleus_shapes if library.shapes is not None else None
     try:
         synthesizer = NucleiSynthesizer.from_bundle(

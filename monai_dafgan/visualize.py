@@ -10,7 +10,7 @@ blue spindle.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ from .data.types import NUM_TYPES, TYPE_COLORS, TYPE_NAMES
 from .utils import atomic_write
 
 __all__ = [
+    "dataset_overview",
     "image_grid",
     "instance_boundaries",
     "legend_strip",
@@ -257,6 +258,22 @@ def legend_strip(width: int, pad: int = 4) -> np.ndarray:
         text = _fit_text(draw, name, font, max(cell_width - swatch - 3 * pad, 0))
         draw.text((x + swatch + pad, y + (swatch - text_height) // 2), text, fill=_TEXT_COLOR, font=font)
     return np.asarray(picture).copy()
+
+
+def dataset_overview(samples: Sequence[Mapping], max_tiles: int = 4, crop: int = 512) -> np.ndarray:
+    """Rows of image | nuclei by type for the first ``max_tiles`` samples (their top-left ``crop`` pixels, readable
+    for large tiles), named by sample, with the type legend: (H, W, 3) uint8, what ``summarize`` saves."""
+    from .data import crop_sample
+
+    shown = list(samples[:max_tiles])
+    rows = []
+    for sample in shown:
+        size = min(crop, *sample["image"].shape[1:])
+        window = crop_sample(sample, 0, 0, size, size)
+        image = np.clip(window["image"], 0, 255).astype(np.uint8).transpose(1, 2, 0)
+        rows.append([image, overlay_nuclei(window["image"], window["label_inst"], window["label_type"])])
+    grid = image_grid(rows, titles=["image", "nuclei by type"], row_labels=[s["name"] for s in shown])
+    return np.concatenate([grid, legend_strip(grid.shape[1])], axis=0)
 
 
 def save_png(array, path: str | os.PathLike) -> Path:

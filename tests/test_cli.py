@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from monai_dafgan.__main__ import _load_library, build_parser, main
+from monai_dafgan.__main__ import build_parser, main
+from monai_dafgan.synthesis import bundle_library
 
 
 def test_demo_then_summarize_and_preview(tmp_path, capsys):
@@ -96,10 +97,10 @@ def test_a_library_built_from_data_is_saved_where_help_says_the_default_is(tmp_p
     data = make_toy_consep(tmp_path / "toy", num_tiles=2, size=128)
     bundle = tmp_path / "bundle"
     with pytest.raises(FileNotFoundError, match="pass --data-dir"):
-        _load_library(bundle, None, "Train", [])
-    built = _load_library(bundle, data, "Train", [])
+        bundle_library(bundle, None, "Train", [])
+    built = bundle_library(bundle, data, "Train", [])
     assert (bundle / "models" / "centroid_library.npz").is_file() and "saved the centroid library" in capsys.readouterr().out
-    assert _load_library(bundle, None, "Train", []).num_points == built.num_points
+    assert bundle_library(bundle, None, "Train", []).num_points == built.num_points
 
 
 def test_training_progress_logs_elapsed_time_and_eta(caplog):

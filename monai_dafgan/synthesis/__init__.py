@@ -5,6 +5,7 @@ from .bundle import (
     CENTROID_LIBRARY,
     WeightMismatchError,
     assemble_synthesis_bundle,
+    bundle_library,
     generator_settings,
     library_from_folder,
     library_source,
@@ -34,6 +35,7 @@ from .synthesizer import (
 __all__ = [
     "CENTROID_LIBRARY",
     "assemble_synthesis_bundle",
+    "bundle_library",
     "generator_settings",
     "library_from_folder",
     "library_source",

@@ -32,6 +32,7 @@ __all__ = [
     "SAMPLE_SETTINGS",
     "WeightMismatchError",
     "assemble_synthesis_bundle",
+    "bundle_library",
     "bundles_root",
     "generator_settings",
     "library_from_folder",
@@ -406,3 +407,13 @@ def load_bundle_network(parser: ConfigParser, key: str, weights: Path) -> nn.Mod
 
 def config_value(parser: ConfigParser, key: str, default: Any) -> Any:
     return parser.get_parsed_content(key) if key in parser else default
+
+
+
+def bundle_library(
+    bundle: str | os.PathLike, dataset_dir: str | os.PathLike | None = None, split: str = "Train",
+    holdout: Iterable[str] = (),
+) -> CentroidLibrary:
+    """The centroid library of a synthesis bundle (its ``models/centroid_library.npz``), or one built from
+    ``dataset_dir``: :func:`resolve_centroid_library` with the bundle's library file."""
+    return resolve_centroid_library(Path(bundle) / CENTROID_LIBRARY, dataset_dir, split, holdout)
