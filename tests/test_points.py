@@ -244,6 +244,17 @@ def test_composed_transform_probabilities_and_state(library):
     assert any(len(aug(data)["points"]) != len(data["points"]) or not np.array_equal(aug(data)["points"], data["points"]) for _ in range(5))
 
 
+def test_composed_transform_inside_monai_compose(library):
+    """Compose seeds it like any child and its randomize passes over it (the steps draw when applied)."""
+    from monai.transforms import Compose
+
+    data = {"points": library.crop(0, 0, 0, (128, 128)), "spatial_size": (128, 128)}
+    chain = Compose([RandPointSetAugmentd(library)])
+    chain.randomize(data)
+    outs = [chain.set_random_state(5)(data)["points"] for _ in range(2)]
+    np.testing.assert_array_equal(outs[0], outs[1])
+
+
 # ---- library and dataset ------------------------------------------------------------------------------------
 
 

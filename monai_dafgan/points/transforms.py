@@ -476,7 +476,8 @@ class RandPointSetAugmentd(Randomizable, MapTransform):
         return self
 
     def randomize(self, data=None) -> None:
-        raise NotImplementedError("each step draws its own values when applied.")
+        """Nothing to draw ahead: each step draws its values when it is applied, on the points the steps before it
+        left. Present so that ``Compose.randomize`` passes over this transform as over any other."""
 
     def __call__(self, data: Mapping) -> dict:
         d = dict(data)
