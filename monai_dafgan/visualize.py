@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .data.instances import label_boundaries
-from .data.types import NUM_TYPES, TYPE_COLORS, TYPE_NAMES
+from .data.types import NUM_TYPES, TYPE_COLORS, TYPE_NAMES, require_type_range
 from .utils import atomic_write
 
 __all__ = [
@@ -90,8 +90,7 @@ def _as_label_map(label, shape: tuple[int, int] | None, what: str) -> np.ndarray
 
 
 def _type_indices(label_type: np.ndarray) -> np.ndarray:
-    if label_type.size and (label_type.min() < 0 or label_type.max() > NUM_TYPES):
-        raise ValueError(f"label_type values must lie in 0..{NUM_TYPES}, got {label_type.min()}..{label_type.max()}.")
+    require_type_range(label_type, NUM_TYPES, "label_type")
     return label_type
 
 

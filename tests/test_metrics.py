@@ -255,7 +255,7 @@ def test_remap_instances():
         (
             {"pred_inst": np.ones((3, 4)), "true_inst": np.ones((3, 4)), "pred_type": np.full((3, 4), 5),
              "true_type": np.ones((3, 4))},
-            "num_types",
+            r"pred_type must lie in 0\.\.4, got 5\.\.5",
         ),
         ({"pred_inst": np.zeros((3, 4)), "true_inst": np.zeros((3, 4)), "match_iou": 1.5}, "match_iou"),
     ],
@@ -564,3 +564,25 @@ def test_consep_crop_agrees_with_reference(consep_tiles, pairing):
     pred_type = np.where(pred > 0, ref.retype_instances(pred, 4, rng), 0)
     expected = ref.reference_nuclei_metrics(pred, true, pred_type, true_type, pairing=pairing)
     assert_metrics_close(nuclei_metrics(pred, true, pred_type, true_type, pairing=pairing), expected)
+
+
+def test_type_ids_out_of_range_are_one_error_everywhere():
+    """Metrics, pictures and the one-hot transform check merged type ids with one message."""
+    from monai_dafgan.data.transforms import TypeOneHot
+    from monai_dafgan.metrics import detection_counts
+    from monai_dafgan.metrics.nuclei import evaluate_nuclei
+    from monai_dafgan.visualize import overlay_nuclei
+
+    inst = np.zeros((8, 8), np.int32)
+    inst[2:5, 2:5] = 1
+    types = np.where(inst > 0, 6, 0)
+    image = np.zeros((3, 8, 8), np.float32)
+    calls = {
+        "detection": lambda: detection_counts(np.zeros((1, 2)), np.zeros((1, 2)), np.array([6]), np.array([1])),
+        "metrics": lambda: evaluate_nuclei(inst, inst, types, types, num_types=4),
+        "picture": lambda: overlay_nuclei(image, inst, types),
+        "one-hot": lambda: TypeOneHot(4)(types[None]),
+    }
+    for what, call in calls.items():
+        with pytest.raises(ValueError, match=r"must lie in 0\.\.4, got 0\.\.6|must lie in 0\.\.4, got 6\.\.6"):
+            call()

@@ -22,7 +22,7 @@ from monai.transforms import AsDiscrete, MapTransform, Transform
 from monai.utils import convert_to_numpy
 
 from .instances import as_plane, instance_ellipses, instance_points, label_boundaries, relabel_sequential
-from .types import NUM_TYPES
+from .types import NUM_TYPES, require_type_range
 
 
 def _like(result: np.ndarray, reference):
@@ -43,8 +43,7 @@ class TypeOneHot(Transform):
 
     def __call__(self, label_type):
         types = as_plane(label_type).astype(np.int64)[None]
-        if types.min(initial=0) < 0 or types.max(initial=0) > self.num_types:
-            raise ValueError(f"type ids must lie in 0..{self.num_types}, got {types.min()}..{types.max()}.")
+        require_type_range(types, self.num_types, "label_type")
         return _like(convert_to_numpy(self.one_hot(types), dtype=np.float32), label_type)
 
 

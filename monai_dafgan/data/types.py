@@ -63,6 +63,14 @@ def check_type_ids(types: np.ndarray, scheme: Literal["consep_raw", "merged"]) -
         raise ValueError(f"type id {bad} is out of range 0..{top} for {scheme} types.")
 
 
+def require_type_range(values, num_types: int, name: str) -> None:
+    """Raise ``ValueError`` when ``values`` (type ids: a map or one per nucleus) fall outside 0..``num_types``,
+    naming ``name`` and the range found; the one check of type ids that are already merged."""
+    values = np.asarray(values)
+    if values.size and (values.min() < 0 or values.max() > num_types):
+        raise ValueError(f"{name} must lie in 0..{num_types}, got {values.min()}..{values.max()}.")
+
+
 def merge_types(types: np.ndarray, type_scheme: TypeScheme = "auto") -> np.ndarray:
     """Map type ids to the merged 0..4 classes.
 

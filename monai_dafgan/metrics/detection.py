@@ -30,6 +30,7 @@ from scipy.spatial import cKDTree
 from scipy.spatial.distance import cdist
 
 from monai_dafgan.data import instances as data_instances
+from monai_dafgan.data.types import require_type_range
 from monai_dafgan.metrics._assignment import match_sparse
 from monai_dafgan.metrics.instance import as_label_map, remap_instances
 
@@ -264,8 +265,7 @@ def detection_counts(
     for name, types, centroids in (("true", true_types, true_centroids), ("pred", pred_types, pred_centroids)):
         if len(types) != len(centroids):
             raise ValueError(f"{name}_types needs one type per centroid, got {len(types)} for {len(centroids)}.")
-        if types.size and not 0 <= types.min() <= types.max() <= num_types:
-            raise ValueError(f"{name}_types must lie in 0..{num_types}, got {types.min()}..{types.max()}.")
+        require_type_range(types, num_types, f"{name}_types")
     pairs, unpaired_true, unpaired_pred = pair_centroids(true_centroids, pred_centroids, radius, pairing)
     paired_true_type = true_types[pairs[:, 0]]
     paired_pred_type = pred_types[pairs[:, 1]]

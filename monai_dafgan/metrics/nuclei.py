@@ -60,6 +60,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from monai_dafgan.data.instances import centroid_per_id, majority_type_per_id
+from monai_dafgan.data.types import require_type_range
 from monai_dafgan.metrics.detection import (
     DetectionCounts,
     Pairing,
@@ -153,8 +154,7 @@ def evaluate_nuclei(
         type_map = as_label_map(type_map, name)
         if type_map.shape != pred_inst.shape:
             raise ValueError(f"{name} must have the instance maps' shape {pred_inst.shape}, got {type_map.shape}.")
-        if type_map.size and type_map.max() > num_types:
-            raise ValueError(f"{name} values must lie in 0..num_types={num_types}, got maximum {type_map.max()}.")
+        require_type_range(type_map, num_types, name)
         type_maps[name] = type_map
     pred_types = majority_type_per_id(pred, type_maps["pred_type"], num_pred).astype(np.int64)
     true_types = majority_type_per_id(true, type_maps["true_type"], num_true).astype(np.int64)
