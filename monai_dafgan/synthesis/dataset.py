@@ -86,6 +86,9 @@ class SyntheticNucleiDataset(Dataset):
         Call it in the main process before iterating (as with ``DistributedSampler``); workers get a copy."""
         self.epoch = int(epoch)
 
+    def name_of(self, index: int) -> str:
+        return self.samples.name(index)
+
     def _transform(self, index: int) -> dict:
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} samples.")
