@@ -239,6 +239,8 @@ def test_shards_fill_one_folder_with_the_files_of_one_process(synthesizer, libra
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert len(load_consep(out)) == NUM
+    write(synthesizer, library, out, shard=(0, 3))  # a shard rerun in the finished folder leaves no shard manifest
+    assert read_manifest(out)["complete"] and shard_manifests(out) == {}
 
 
 @pytest.mark.usefixtures("one_thread")

@@ -302,6 +302,10 @@ class SyntheticOutput:
         return True
 
     def _merge_shards(self) -> bool:
+        merged = read_manifest(self.output_dir)
+        if merged is not None and merged.get("complete") and merged.get("settings") == self.settings:
+            (self.output_dir / self.manifest_name).unlink(missing_ok=True)  # a shard rerun in a finished folder
+            return True
         num_shards = self.shard[1]
         found = shard_manifests(self.output_dir)
         parts = [found.get((k, num_shards)) for k in range(num_shards)]
