@@ -297,9 +297,12 @@ class SyntheticOutput:
         self._write(complete=True)
         if self.shard is not None:
             return self._merge_shards()
-        for key in shard_manifests(self.output_dir):
-            (self.output_dir / shard_manifest_name(*key)).unlink(missing_ok=True)
+        self._remove_shard_manifests(shard_manifests(self.output_dir))
         return True
+
+    def _remove_shard_manifests(self, keys: Iterable[tuple[int, int]]) -> None:
+        for key in keys:
+            (self.output_dir / shard_manifest_name(*key)).unlink(missing_ok=True)
 
     def _merge_shards(self) -> bool:
         merged = read_manifest(self.output_dir)
@@ -311,7 +314,7 @@ class SyntheticOutput:
         parts = [found.get((k, num_shards)) for k in range(num_shards)]
         if any(part is None or not part.get("complete") or part.get("settings") != self.settings for part in parts):
             return False  # a shard still writing merges when it finishes
-        completed, written_by = set(), list((read_manifest(self.output_dir) or {}).get("written_by", []))
+        completed, written_by = set(), list((merged or {}).get("written_by", []))
         for part in parts:
             completed |= indices_of_ranges(part.get("completed", []))
             written_by += [w for w in part.get("written_by", []) if w not in written_by]
@@ -319,8 +322,7 @@ class SyntheticOutput:
             return False
         self.completed, self._written_by = completed, written_by
         self._write(complete=True, name=MANIFEST)
-        for k in range(num_shards):
-            (self.output_dir / shard_manifest_name(k, num_shards)).unlink(missing_ok=True)
+        self._remove_shard_manifests((k, num_shards) for k in range(num_shards))
         return True
 
     def _write(self, complete: bool, name: str | None = None) -> None:
@@ -382,8 +384,7 @@ class SyntheticOutput:
             (split_dir / "Images" / f"{name}.png").unlink(missing_ok=True)
             (split_dir / "Labels" / f"{name}.mat").unlink(missing_ok=True)
         (self.output_dir / "preview.png").unlink(missing_ok=True)
-        for key in shard_manifests(self.output_dir):
-            (self.output_dir / shard_manifest_name(*key)).unlink(missing_ok=True)
+        self._remove_shard_manifests(shard_manifests(self.output_dir))
         (self.output_dir / MANIFEST).unlink(missing_ok=True)
 
     def _remove_temporary_files(self) -> None:
