@@ -70,6 +70,13 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture
+def reference(synthesizer, library, tmp_path, one_thread) -> Path:
+    """An uninterrupted single-process run at one thread: what resumed and sharded folders must equal."""
+    write(synthesizer, library, tmp_path / "reference")
+    return tmp_path / "reference"
+
+
 def write(synthesizer, library, out, **kwargs) -> Path:
     num_samples = kwargs.pop("num_samples", NUM)
     return write_synthetic_dataset(synthesizer, library, num_samples, out, SIZE, progress=False, **kwargs)
@@ -93,9 +100,7 @@ def assert_same_dataset(a: Path, b: Path) -> None:
 
 
 @pytest.mark.usefixtures("one_thread")
-def test_an_interrupted_run_resumes_to_the_files_of_an_uninterrupted_one(synthesizer, library, tmp_path, monkeypatch):
-    reference = tmp_path / "reference"
-    write(synthesizer, library, reference)
+def test_an_interrupted_run_resumes_to_the_files_of_an_uninterrupted_one(synthesizer, library, reference, tmp_path, monkeypatch):
     manifest = read_manifest(reference)
     assert manifest["complete"] and manifest["num_completed"] == NUM and manifest["completed"] == [[0, NUM]]
     assert manifest["settings"]["seed"] == 0 and len(manifest["settings"]["generators"]["mask_to_image"]) == 64
@@ -213,10 +218,8 @@ def test_shard_blocks_cover_every_sample_once():
 
 
 @pytest.mark.usefixtures("one_thread")
-def test_shards_fill_one_folder_with_the_files_of_one_process(synthesizer, library, tmp_path):
+def test_shards_fill_one_folder_with_the_files_of_one_process(synthesizer, library, reference, tmp_path):
     """3 shards of 5 samples in batches of 2: blocks [0], [1, 2], [3, 4], so two batches straddle two shards."""
-    reference = tmp_path / "reference"
-    write(synthesizer, library, reference)
     out = tmp_path / "sharded"
     write(synthesizer, library, out, shard=(2, 3))
     write(synthesizer, library, out, shard=(0, 3))
@@ -244,9 +247,7 @@ def test_shards_fill_one_folder_with_the_files_of_one_process(synthesizer, libra
 
 
 @pytest.mark.usefixtures("one_thread")
-def test_one_process_finishes_what_shards_began(synthesizer, library, tmp_path):
-    reference = tmp_path / "reference"
-    write(synthesizer, library, reference)
+def test_one_process_finishes_what_shards_began(synthesizer, library, reference, tmp_path):
     out = tmp_path / "sharded"
     write(synthesizer, library, out, shard=(1, 2))
     (out / "Train" / "Images" / ".synthetic_1.png.k1ll3d.tmp").write_bytes(b"half a png")  # shard 0, killed
