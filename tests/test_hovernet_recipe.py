@@ -138,6 +138,20 @@ def test_predict_tile_random_network(hovernet):
     assert np.all(types[inst == 0] == 0)
 
 
+
+def test_evaluator_is_the_whole_tile_path(hovernet):
+    """evaluate_tiles (a MONAI evaluator: ScaleImaged, the HoVer-Net inferer, HoVerNetNucleid, NucleiMetricHandler)
+    scores each tile exactly as predict_tile's maps measured by nuclei_metrics."""
+    from monai_dafgan.metrics import nuclei_metrics
+
+    tiles = [make_toy_sample((200, 180), seed=5, index=i) for i in range(2)]
+    result = evaluate_tiles(hovernet, tiles, "cpu", sw_batch_size=4, keep_unmarked=True, progress=False)
+    for tile, row in zip(tiles, result["tiles"]):
+        inst, types = predict_tile(hovernet, tile["image"], "cpu", sw_batch_size=4, keep_unmarked=True)
+        expected = nuclei_metrics(inst, tile["label_inst"][0], types, tile["label_type"][0])
+        assert row == {"name": tile["name"], **expected}
+    assert result["aggregate"]["tp"] == sum(row["tp"] for row in result["tiles"])
+
 class _CentreCropNet(torch.nn.Module):
     """Stands in for HoVerNet(mode="fast"): 256 in, the centre 164 of the input out, on every branch."""
 
@@ -240,13 +254,17 @@ def test_postprocess_drops_one_pixel_thick_slivers(keep_unmarked):
     assert inst.max() == 1 and not inst[10].any() and (inst[disk] == 1).mean() > 0.9
 
 
+def _key(image) -> bytes:
+    return np.asarray(image, dtype=np.float32).tobytes()
+
+
 def _perfect(network, image, device):
-    return network[id(image)]
+    return network[_key(image)]
 
 
 def test_evaluate_tiles_perfect_prediction_and_table():
     tiles = [make_toy_sample(128, seed=4, index=i) for i in range(3)]
-    truth = {id(t["image"]): (t["label_inst"][0], t["label_type"][0]) for t in tiles}
+    truth = {_key(t["image"]): (t["label_inst"][0], t["label_type"][0]) for t in tiles}
     result = evaluate_tiles(truth, tiles, "cpu", predict_fn=_perfect)
     assert result["num_tiles"] == 3 and len(result["tiles"]) == 3
     assert result["tiles"][0]["name"] == tiles[0]["name"]
@@ -270,7 +288,7 @@ def test_evaluate_tiles_perfect_prediction_and_table():
 
 def test_evaluate_tiles_rejects_wrong_shapes_and_no_tiles():
     tile = make_toy_sample(96, seed=0, index=0)
-    with pytest.raises(ValueError, match="does not match"):
+    with pytest.raises(ValueError, match="same shape"):
         evaluate_tiles(None, [tile], predict_fn=lambda n, i, d: (np.zeros((5, 5), int), np.zeros((5, 5), int)))
     with pytest.raises(ValueError, match="at least one"):
         evaluate_tiles(None, [], predict_fn=_perfect)

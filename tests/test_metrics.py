@@ -460,6 +460,40 @@ def test_in_a_monai_evaluator():
     assert evaluator.state.metrics["f1_detection"] == pytest.approx(pooled.scores()["f1_detection"])
 
 
+
+def test_metric_handler_names_every_score_and_keeps_each_image():
+    """NucleiMetricHandler as a key metric: every score under its own name (key metric pq, compared for the best),
+    one named row per image in order, each image computed once (decollated lists of 2 per iteration)."""
+    from monai.data import DataLoader
+    from monai.engines import SupervisedEvaluator
+
+    from monai_dafgan.metrics import NucleiMetricHandler
+
+    pairs = [random_pair(seed, shape=(40, 40)) for seed in range(5)]
+    data = [
+        {"image": torch.as_tensor(np.stack([pred, pred_type])).float(), "label": torch.as_tensor(np.stack([true, tt])),
+         "name": f"tile_{i}"}
+        for i, (pred, true, pred_type, tt) in enumerate(pairs)
+    ]  # fmt: skip
+    handler = NucleiMetricHandler(output_transform=lambda output: ([o["pred"] for o in output], [o["label"] for o in output]))
+    evaluator = SupervisedEvaluator(
+        device=torch.device("cpu"),
+        val_data_loader=DataLoader(data, batch_size=2),
+        network=torch.nn.Identity(),
+        key_val_metric={"pq": handler},
+    )
+    for _ in range(2):  # a second run starts afresh
+        evaluator.run()
+        per_image = [evaluate_nuclei(*pair).as_dict() for pair in pairs]
+        assert [row["name"] for row in handler.images] == [f"tile_{i}" for i in range(5)]
+        assert [{k: v for k, v in row.items() if k != "name"} for row in handler.images] == per_image
+        metrics = evaluator.state.metrics
+        assert metrics["pq"] == pytest.approx(np.mean([e["pq"] for e in per_image]))
+        assert evaluator.state.best_metric == metrics["pq"]
+        assert metrics["tp"] == sum(e["tp"] for e in per_image)
+        assert {"dice", "aji", "aji_plus", "f1_detection", "f1_type_4", "pq_type_4"} <= set(metrics)
+
+
 def test_detection_counts_round_trip():
     counts = detection_counts(np.array([[0.0, 0.0]]), np.array([[1.0, 1.0]]), np.array([2]), np.array([3]))
     again = DetectionCounts.from_array(counts.to_array())

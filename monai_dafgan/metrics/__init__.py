@@ -3,7 +3,8 @@
 - :func:`nuclei_metrics`: every metric of one image (Dice, AJI, AJI+, DQ/SQ/PQ, F1_d, type accuracy, F1_t, per-type
   PQ); the key list and the empty-case table are in :mod:`monai_dafgan.metrics.nuclei`.
 - :class:`NucleiMetric`: the same over a dataset, as a ``monai.metrics.CumulativeIterationMetric`` (instance metrics
-  averaged over images, detection/classification F1 pooled over images, as HoVer-Net reports them).
+  averaged over images, detection/classification F1 pooled over images, as HoVer-Net reports them), and
+  :class:`NucleiMetricHandler`, the same in a MONAI evaluator (every metric under its own name, plus per-image rows).
 - Building blocks: :func:`remap_instances`, :class:`InstanceOverlap`, :func:`instance_centroids`,
   :func:`instance_types`, :func:`pair_centroids`, :class:`DetectionCounts`.
 """
@@ -19,6 +20,7 @@ from monai_dafgan.metrics.detection import (
     instance_types,
     pair_centroids,
 )
+from monai_dafgan.metrics.handler import NucleiMetricHandler
 from monai_dafgan.metrics.instance import (
     InstanceOverlap,
     aji_plus_score,
@@ -44,6 +46,7 @@ __all__ = [
     "InstanceOverlap",
     "NucleiEvaluation",
     "NucleiMetric",
+    "NucleiMetricHandler",
     "Pairing",
     "aji_plus_score",
     "aji_score",

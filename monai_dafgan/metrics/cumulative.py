@@ -72,8 +72,8 @@ class NucleiMetric(CumulativeIterationMetric):
         if unknown or not self.metric_name:
             raise ValueError(f"unknown metric names {unknown}; choose from {INSTANCE_METRICS + COUNT_KEYS + typed}.")
         self.needs_types = any(name in typed for name in self.metric_name)
-        #: the :func:`~monai_dafgan.metrics.nuclei_metrics` dict of each image of the last call (per-image reports
-        #: read it instead of computing the metrics a second time)
+        #: the :func:`~monai_dafgan.metrics.nuclei_metrics` dict of each image of the last call, in order (per-image
+        #: reports read it instead of computing the metrics a second time)
         self.last_scores: list[dict[str, float]] = []
         # a buffer row per image: the scores averaged over images, the summed counts, the pooled detection counts
         pq_type_names = tuple(f"pq_type_{t}" for t in range(1, num_types + 1))
@@ -104,9 +104,13 @@ class NucleiMetric(CumulativeIterationMetric):
             raise ValueError(f"metrics {self.metric_name} need a type channel: y_pred and y must be B x 2 x H x W.")
         predictions = y_pred.cpu().numpy()
         labels = y.cpu().numpy()
-        self.last_scores = []
         rows = [self._image_row(prediction, label) for prediction, label in zip(predictions, labels)]
         return torch.as_tensor(np.stack(rows), dtype=torch.float64)
+
+    def __call__(self, y_pred, y=None, **kwargs):  # type: ignore[override]
+        # a list input reaches _compute_tensor once per image: last_scores starts here, once per call
+        self.last_scores = []
+        return super().__call__(y_pred, y, **kwargs)
 
     def _image_row(self, prediction: np.ndarray, label: np.ndarray) -> np.ndarray:
         typed = self.needs_types

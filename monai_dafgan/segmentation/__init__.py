@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from monai_dafgan.segmentation.evaluation import (
     TABLE1_COLUMNS,
+    NucleiOverlays,
     evaluate_tiles,
+    evaluation_result,
     format_table1,
+    nuclei_evaluator,
     paired_comparison,
     write_evaluation,
 )
@@ -32,7 +35,9 @@ from monai_dafgan.segmentation.networks import (
 )
 from monai_dafgan.segmentation.transforms import (
     HOVERNET_NUM_CLASSES,
+    ScaleImaged,
     hovernet_train_transforms,
+    scale_image,
     split_disconnected_instances,
 )
 from monai_dafgan.segmentation.weights import (
@@ -49,13 +54,16 @@ __all__ = [
     "HoVerNetNucleid",
     "hovernet_from_checkpoint",
     "MONAIHoVerNet",
+    "NucleiOverlays",
     "ResNetFeatures2d",
     "ResNetHoVerNet",
     "SaveNucleiPredictions",
+    "ScaleImaged",
     "TABLE1_COLUMNS",
     "build_hovernet",
     "checkpoint_architecture",
     "evaluate_tiles",
+    "evaluation_result",
     "format_table1",
     "hovernet_encoder_parameters",
     "hovernet_inferer",
@@ -65,9 +73,11 @@ __all__ = [
     "load_hovernet_weights",
     "load_pretrained_encoder",
     "network_architecture",
+    "nuclei_evaluator",
     "paired_comparison",
     "predict_tile",
     "read_state_dict",
+    "scale_image",
     "split_disconnected_instances",
     "write_evaluation",
 ]

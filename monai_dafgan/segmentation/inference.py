@@ -23,6 +23,7 @@ from skimage.measure import label as connected_components
 from monai_dafgan.data.instances import as_plane, relabel_sequential
 from monai_dafgan.data.io import write_consep_sample
 from monai_dafgan.data.transforms import LabelsToPoints
+from monai_dafgan.segmentation.transforms import scale_image
 
 __all__ = ["HoVerNetNucleid", "SaveNucleiPredictions", "hovernet_inferer", "hovernet_postprocess", "infer_tile",
            "predict_tile"]
@@ -86,10 +87,10 @@ def infer_tile(
         float32 CPU tensors (logits; HV maps in network units).
     """
     device = torch.device(device)
-    tile = torch.as_tensor(convert_to_numpy(image), dtype=torch.float32)
+    tile = scale_image(image)
     if tile.ndim != 3 or tile.shape[0] != 3:
         raise ValueError(f"image must be (3, H, W), got {tuple(tile.shape)}.")
-    tile = (tile / 255.0).clamp(0.0, 1.0)[None].to(device)
+    tile = tile[None].to(device)
     inferer = hovernet_inferer(roi_size, out_size, sw_batch_size, overlap)
     was_training = network.training
     network.eval()

@@ -42,20 +42,42 @@ from monai.transforms import (
     RandGaussianSmoothd,
     RandScaleIntensityd,
     RandScaleIntensityFixedMeand,
+    ScaleIntensityRange,
     ScaleIntensityRanged,
     SpatialPadd,
 )
-from monai.utils import convert_to_numpy
+from monai.utils import convert_to_numpy, convert_to_tensor
 from skimage.measure import label as connected_components
 
 from monai_dafgan.data.instances import as_plane
 from monai_dafgan.data.stain import RandHEDJitterd
 
-__all__ = ["HOVERNET_NUM_CLASSES", "hovernet_train_transforms", "split_disconnected_instances"]
+__all__ = ["HOVERNET_NUM_CLASSES", "ScaleImaged", "hovernet_train_transforms", "scale_image", "split_disconnected_instances"]
 
 HOVERNET_NUM_CLASSES = 5  # background + the 4 merged CoNSeP types
 _LABEL_KEYS = ("label_inst", "label_type")
 _SAMPLE_KEYS = ("image",) + _LABEL_KEYS
+
+
+_IMAGE_SCALING = {"a_min": 0.0, "a_max": 255.0, "b_min": 0.0, "b_max": 1.0, "clip": True}
+
+
+class ScaleImaged(ScaleIntensityRanged):
+    """The segmenter's input scaling, one definition for training, evaluation and inference: the data contract's RGB
+    0..255 to 0..1, clipped.
+
+    Args:
+        keys: the image keys (default ``image``).
+        allow_missing_keys: do not raise when a key is missing.
+    """
+
+    def __init__(self, keys="image", allow_missing_keys: bool = False):
+        super().__init__(keys=keys, allow_missing_keys=allow_missing_keys, **_IMAGE_SCALING)
+
+
+def scale_image(image: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """:class:`ScaleImaged` on one image or batch (any shape): a float32 tensor 0..1."""
+    return convert_to_tensor(ScaleIntensityRange(**_IMAGE_SCALING)(image), dtype=torch.float32, track_meta=False)
 
 
 def split_disconnected_instances(inst: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -140,7 +162,7 @@ def hovernet_train_transforms(patch_size: int = 256, out_size: int = 164, augmen
             RandHEDJitterd(keys="image", prob=1.0, scale_range=0.05, shift_range=0.05),
         ]
     transforms += [
-        ScaleIntensityRanged(keys="image", a_min=0.0, a_max=255.0, b_min=0.0, b_max=1.0, clip=True),
+        ScaleImaged(keys="image"),
         CastToTyped(keys=_LABEL_KEYS, dtype=torch.int32),
         # HoVer maps come from whole nuclei, before the crop to the output size cuts them
         ComputeHoVerMapsd(keys="label_inst"),
