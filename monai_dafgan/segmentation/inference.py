@@ -33,7 +33,7 @@ class _HoVerNetInferer(SlidingWindowHoVerNetInferer):
     def __call__(self, *args, **kwargs):
         with warnings.catch_warnings():
             # MONAI 1.6.1's HoVer-Net inferer indexes with a list of slices; torch still reads it as a tuple
-            # (tests/test_hovernet_recipe.py checks the stitching), so the deprecation is noise here
+            # (tests/test_segmentation_inference.py checks the stitching), so the deprecation is noise here
             warnings.filterwarnings("ignore", message="Using a non-tuple sequence", category=UserWarning)
             return super().__call__(*args, **kwargs)
 

@@ -1,4 +1,5 @@
-"""HoVer-Net recipe pieces: training transforms, whole-tile prediction, tile evaluation and the Table I report."""
+"""segmentation.inference and .evaluation, with the training transform chain: whole-tile prediction, post-processing,
+the evaluator and the Table I report."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 14, data and types: every odd input ends in a clear error or a documented behaviour, never a silent change."""
+"""Data and types: every odd input ends in a clear error or a documented behaviour, never a silent change."""
 
 from __future__ import annotations
 
