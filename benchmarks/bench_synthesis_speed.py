@@ -76,9 +76,22 @@ def timed(fn):
     return result, time.perf_counter() - start
 
 
+def gflop_per_sample(network: torch.nn.Module, device: str) -> float:
+    """Floating-point operations (multiply and add counted apart) of one no-grad forward of a 256x256 sample."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros(1, network.in_channels, *SIZE, device=device)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        network(x)
+    return counter.get_total_flops() / 1e9
+
+
 def synthesis_rows(synthesizer: NucleiSynthesizer, point_sets: list[np.ndarray], batch_sizes, repeats: int) -> list:
-    """Per batch size: seconds per sample of each stage (best of ``repeats`` batches) and samples per second."""
+    """Per batch size: seconds per sample of each stage (best of ``repeats`` batches), samples per second, and the
+    GFLOP/s each generator reaches (what bounds synthesis speed: compare with the processor's peak)."""
     rows = []
+    work = {"g1": gflop_per_sample(synthesizer.points_to_mask, synthesizer.device.type),
+            "g2": gflop_per_sample(synthesizer.mask_to_image, synthesizer.device.type)}  # fmt: skip
     synthesizer.synthesize(point_sets[:1], SIZE)  # warm-up (allocator, oneDNN/cuDNN plans)
     for batch_size in batch_sizes:
         synthesizer.batch_size = batch_size
@@ -93,7 +106,9 @@ def synthesis_rows(synthesizer: NucleiSynthesizer, point_sets: list[np.ndarray],
                 best[key] = min(best[key], seconds / batch_size)
         total = sum(best.values())
         per_stage = {f"{k}_s_per_sample": v for k, v in best.items()}
-        rows.append({"batch_size": batch_size, **per_stage, "samples_per_s": 1 / total})
+        rates = {f"{k}_gflop_per_s": work[k] / best[k] for k in work}
+        rows.append({"batch_size": batch_size, **per_stage, "samples_per_s": 1 / total, **rates,
+                     "gflop_per_sample": work})  # fmt: skip
     return rows
 
 
@@ -215,12 +230,16 @@ def main() -> None:
     nuclei = np.mean([len(p) for p in point_sets])
     print(f"\nSynthesis of 256x256 samples (toy library, {nuclei:.0f} nuclei per sample), "
           f"{torch.get_num_threads()} CPU threads; seconds per sample")
-    print(f"{'device/preset':<14}{'batch':>6}{'G1':>9}{'recovery':>10}{'G2':>9}{'samples/s':>11}{'vs batch 1':>12}")
+    print(f"{'device/preset':<14}{'batch':>6}{'G1':>9}{'recovery':>10}{'G2':>9}{'samples/s':>11}{'vs batch 1':>12}"
+          f"{'G1 GFLOP/s':>12}{'G2 GFLOP/s':>12}")
     for name, rows in synthesis.items():
         for row in rows:
             speedup = row["samples_per_s"] / rows[0]["samples_per_s"]
             print(f"{name:<14}{row['batch_size']:>6}{row['g1_s_per_sample']:>9.3f}{row['recovery_s_per_sample']:>10.4f}"
-                  f"{row['g2_s_per_sample']:>9.3f}{row['samples_per_s']:>11.2f}{speedup:>11.2f}x")
+                  f"{row['g2_s_per_sample']:>9.3f}{row['samples_per_s']:>11.2f}{speedup:>11.2f}x"
+                  f"{row['g1_gflop_per_s']:>12.1f}{row['g2_gflop_per_s']:>12.1f}")
+        work = rows[0]["gflop_per_sample"]
+        print(f"{name}: G1 {work['g1']:.2f} + G2 {work['g2']:.2f} GFLOP per sample")
 
     device, preset = devices[-1]
     synthesizer = make_synthesizer(preset, device, 8)
