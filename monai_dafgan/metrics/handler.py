@@ -27,8 +27,8 @@ class NucleiMetricHandler(IgniteMetricHandler):
         match_iou: IoU threshold of the PQ matching (strict).
         radius: centroid pairing radius in pixels (inclusive).
         pairing: centroid pairing scheme (see :class:`NucleiMetric`).
-        metric_names: the metrics reported; default all of them (instance metrics, counts and, with
-            ``num_types``, the typed ones).
+        metric_names: the metrics reported; default all of them: instance metrics, counts and the typed metrics
+            of ``num_types`` types (which need the type channel).
         output_transform: engine output -> ``(y_pred, y)``, each a batch or list of (2, H, W) (instance ids,
             types) maps; default the ``nuclei`` and ``label`` entries of a decollated output.
     """
@@ -59,7 +59,7 @@ class NucleiMetricHandler(IgniteMetricHandler):
 
     def iteration_completed(self, engine) -> None:
         # ignite may unroll an iteration's output into one update per image: gather the scores of all of them
-        self._iteration_scores: list[dict] = []
+        self._iteration_scores = []
         super().iteration_completed(engine)
         batch = engine.state.batch
         if isinstance(batch, Mapping):  # not decollated: one list of names for the batch
