@@ -15,6 +15,9 @@ from monai_dafgan.synthesis import SyntheticBatchMixer
 
 REPO = Path(__file__).resolve().parents[1]
 
+#: glibc malloc without an mmap (and its page faults) per large tensor, and without returning freed memory to the OS
+GLIBC_TUNED = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "68719476736"}
+
 
 def environment(load_before: tuple[float, float, float], device: torch.device | None = None) -> dict:
     """Threads, CPUs, device, load averages before/after, versions: what a reader needs to weigh the numbers."""

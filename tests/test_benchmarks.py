@@ -1,5 +1,5 @@
 """Benchmark scripts that are not run by hand often still run: the GPU benchmark's quick CPU mode and the sharded
-synthesis benchmark at a few samples, end to end."""
+synthesis benchmark at a few samples, the generator-against-pix2pixHD benchmark at toy sizes, end to end."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import importlib.util
 import json
 import sys
 from pathlib import Path
+
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,3 +54,20 @@ def test_sharded_synthesis_benchmark_runs_and_checks_the_shards(tmp_path, monkey
         "1 process x 1 thread", "1 process x 2 threads", "2 shards x 1 thread"]  # fmt: skip
     assert all(row["samples_per_s"] > 0 for row in result["rows"])
     assert result["sharded_files_identical_to_one_thread_process"] == {"2 shards x 1 thread": True}
+
+
+def test_generator_reference_benchmark_matches_pix2pixhd_and_times_both_allocators(tmp_path, monkeypatch):
+    bench = _load_script("bench_generator_reference", monkeypatch)
+    # the package's GlobalGenerator takes pix2pixHD's weights in order and gives its output (raises otherwise)
+    package, reference = bench.matched_pair(ngf=8, n_downsampling=2, n_blocks=2)
+    x = torch.randn(2, bench.IN_CHANNELS, 32, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(package(x), reference(x))
+
+    output = tmp_path / "reference.json"
+    result = bench.main(["--repeats", "1", "--config", "8:2:1:32", "--output", str(output)])
+    assert json.loads(output.read_text())["rows"] == result["rows"]
+    assert [row["mode"] for row in result["rows"]] == ["no-grad forward", "forward + backward"]
+    for row in result["rows"]:
+        for allocator in ("glibc default", "glibc tuned"):
+            assert row[allocator]["package"]["cpu_s"] > 0 and row[allocator]["package_over_reference"] > 0
