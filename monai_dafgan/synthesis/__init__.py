@@ -1,4 +1,4 @@
-"""Stage 3 of DAFF-GAN as data: the three-stage synthesizer (points -> instance mask -> H&E image),
+"""DAFF-GAN's three stages as data: the synthesizer (stage 1 points -> stage 2 instance mask -> stage 3 H&E image),
 ``SyntheticNucleiDataset``, and on-the-fly mixing of synthetic samples into real training data."""
 
 from .bundle import (
