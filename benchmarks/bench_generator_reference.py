@@ -41,7 +41,7 @@ from monai_dafgan.networks import GlobalGenerator  # noqa: E402
 
 #: (ngf, n_downsampling, n_blocks, size): pix2pixHD's global generator at 256x256, and the shipped "small" widths
 DEFAULT_CONFIGS = ("64:4:9:256", "32:3:4:256")
-IN_CHANNELS, OUT_CHANNELS = 6, 3  # G2's input: 4 type channels + boundary + foreground -> RGB
+IN_CHANNELS, OUT_CHANNELS = 6, 3  # G2's: one-hot mask (background + 4 types) + instance edges -> RGB
 
 
 class ReferenceResnetBlock(nn.Module):
