@@ -14,7 +14,8 @@ runs every piece through the MONAI bundle command line, each in its own process 
    ratio (0 for real only; a condition's own ``synthetic_ratio``, else the protocol's) and the seed;
 4. per run and evaluation set, the whole-tile evaluation (``evaluate.yaml``);
 5. ``<out>/table1.md`` and ``<out>/table1.json``: per evaluation set, mean ± SD over seeds per condition and paired
-   differences to the baseline condition (:func:`monai_dafgan.segmentation.paired_comparison`).
+   differences to the baseline condition (:func:`monai_dafgan.segmentation.paired_comparison`), with a picture of
+   the per-tile PQ, AJI and Dice of every condition (``<out>/table1_<set>.png``, :func:`tile_plot`).
 
 Every finished run leaves a record in the protocol's ``results_dir`` (:class:`monai_dafgan.records.RunRecords`):
 its whole configuration (protocol entries, seed, a fingerprint of the training data's content) hashed to a key, the
@@ -52,6 +53,7 @@ from monai_dafgan.synthesis.bundle import (
     synthesis_fingerprint,
 )
 from monai_dafgan.utils import atomic_write, set_config_values
+from monai_dafgan.visualize import paired_dot_plot, save_png
 
 __all__ = [
     "GENERATOR_BUNDLES",
@@ -433,6 +435,10 @@ def run_study(protocol: Mapping, out: str | os.PathLike) -> dict:
         "reused_with_other_code": reused_other_code,
         "evaluation_sets": {s["name"]: {**summarize_study(results[s["name"]], protocol), "set": s} for s in sets},
     }
+    for s in sets:
+        picture = f"table1_{_slug(s['name'])}.png"
+        save_png(tile_plot(results[s["name"]]), out / picture)
+        report["evaluation_sets"][s["name"]]["tile_plot"] = picture
     atomic_write(out / "table1.json", lambda f: f.write(json.dumps(report, indent=2).encode()))
     markdown = format_study(report)
     atomic_write(out / "table1.md", lambda f: f.write(markdown.encode()))
@@ -486,6 +492,29 @@ def summarize_study(results: Mapping[str, Sequence[Mapping]], protocol: Mapping)
     }
 
 
+TILE_PLOT_METRICS = ("pq", "aji", "dice")
+
+
+def tile_plot(results: Mapping[str, Sequence[Mapping]]):
+    """One evaluation set's per-tile picture: for PQ, AJI and Dice, each condition's seed-averaged value on every
+    evaluated tile, a tile's conditions joined by a line (the paired comparison, seen), as (H, W, 3) uint8.
+    ``results``: condition -> one evaluation result (with ``tiles``) per seed."""
+    import numpy as np
+
+    panels = []
+    for key in TILE_PLOT_METRICS:
+        per_condition = {}
+        for name, runs in results.items():
+            tiles = [tile["name"] for tile in runs[0]["tiles"]]
+            per_condition[name] = {
+                tile: float(np.mean([next(t[key] for t in run["tiles"] if t["name"] == tile) for run in runs]))
+                for tile in tiles
+            }
+        seeds = len(next(iter(results.values())))
+        panels.append(paired_dot_plot(per_condition, title=f"{key} per tile (mean of {seeds} seed(s))"))
+    return np.concatenate(panels, axis=0)
+
+
 def format_study(report: Mapping) -> str:
     """Markdown, per evaluation set: the Table I layout (mean ± SD over seeds), then the paired differences to the
     baseline."""
@@ -503,6 +532,8 @@ def format_study(report: Mapping) -> str:
             + (f" (centre {crop} px)" if crop else ""),
             "",
             format_table1(summary["table"]),
+            *([f"![per-tile PQ, AJI and Dice of each condition]({summary['tile_plot']})", ""]
+              if summary.get("tile_plot") else []),  # fmt: skip
             f"Paired differences to `{protocol['baseline_condition']}` (mean over tiles of the seed-averaged per-tile "
             f"difference; 95 % bootstrap interval over tiles; seeds whose tile mean improved):",
             "",

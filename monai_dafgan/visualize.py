@@ -1,5 +1,6 @@
-"""Picture helpers for the demo, the point previews and the synthesis grids: nuclei overlays, type maps, panel grids
-with labels, a type-colour legend and atomic PNG writing. Only numpy and PIL; every per-pixel step is vectorised.
+"""Picture helpers for the demo, the point previews, the synthesis grids, training curves and the study's per-tile
+comparison: nuclei overlays, type maps, panel grids with labels, a type-colour legend, line and paired dot plots and
+atomic PNG writing. Only numpy and PIL; every per-pixel step is vectorised.
 
 Images may be given as the data contract's (3, H, W) float 0..255 or as (H, W, 3) uint8 (see :func:`to_rgb_uint8`);
 label maps as (1, H, W) or (H, W) integers. Every function returns (H, W, 3) uint8, ready for :func:`save_png`.
@@ -26,6 +27,7 @@ __all__ = [
     "instance_boundaries",
     "legend_strip",
     "overlay_nuclei",
+    "paired_dot_plot",
     "save_png",
     "to_rgb_uint8",
     "type_map_to_rgb",
@@ -361,6 +363,69 @@ def line_plot(
             draw.line(points, fill=color, width=2)
         draw.line([(right + 10, top + 8 + 16 * i), (right + 30, top + 8 + 16 * i)], fill=color, width=3)
         draw.text((right + 36, top + 2 + 16 * i), name, fill=_TEXT_COLOR, font=font)
+    return np.asarray(image)
+
+
+def paired_dot_plot(
+    values: Mapping[str, Mapping[str, float]], width: int = 720, height: int = 240, title: str = ""
+) -> np.ndarray:
+    """Per-item values of several conditions side by side, as (H, W, 3) uint8: one column per item (e.g. a test
+    tile), one coloured dot per condition, and a grey line joining each item's dots, so a paired change reads as the
+    slope from the first condition (the baseline) to the others.
+
+    Args:
+        values: condition -> {item: value}; items are laid out in the first condition's order, and an item a
+            condition lacks (or a non-finite value) gets no dot.
+        title: drawn at the top left (e.g. the metric's name).
+
+    Raises:
+        ValueError: no conditions, or more than the palette's 8 (the dots would no longer be told apart).
+    """
+    if not values:
+        raise ValueError("paired_dot_plot needs at least one condition.")
+    if len(values) > len(_SERIES_COLORS):
+        raise ValueError(f"paired_dot_plot draws at most {len(_SERIES_COLORS)} conditions, got {len(values)}.")
+    image = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    font = _font()
+    left, right, top, bottom = 56, width - 170, 24, height - 28
+    items = list(dict.fromkeys(item for per_item in values.values() for item in per_item))
+    finite = [float(v) for per_item in values.values() for v in per_item.values() if np.isfinite(float(v))]
+    draw.rectangle([left, top, right, bottom], outline=(0, 0, 0))
+    if title:
+        draw.text((left, 4), title, fill=_TEXT_COLOR, font=font)
+    if not items or not finite:
+        draw.text((left + 6, top + 6), "no data", fill=_TEXT_COLOR, font=font)
+        return np.asarray(image)
+    y_lo, y_hi = min(finite), max(finite)
+    pad = 0.08 * (y_hi - y_lo) if y_hi > y_lo else 0.05
+    y_lo, y_hi = y_lo - pad, y_hi + pad
+    draw.text((4, top - 2), f"{y_hi:.3g}", fill=_TEXT_COLOR, font=font)
+    draw.text((4, bottom - 10), f"{y_lo:.3g}", fill=_TEXT_COLOR, font=font)
+    column = (right - left) / len(items)
+    spread = min(column * 0.5, 12.0 * len(values))
+
+    def position(i_item: int, i_condition: int, value: float) -> tuple[float, float]:
+        offset = (i_condition - (len(values) - 1) / 2) * (spread / max(len(values) - 1, 1))
+        return left + column * (i_item + 0.5) + offset, bottom - (value - y_lo) / (y_hi - y_lo) * (bottom - top)
+
+    for i_item, item in enumerate(items):
+        label = _fit_text(draw, item, font, int(column))
+        draw.text((left + column * (i_item + 0.5) - _text_size(draw, label, font)[0] / 2, bottom + 6), label,
+                  fill=_TEXT_COLOR, font=font)  # fmt: skip
+        points = [position(i_item, i, float(per_item[item])) for i, per_item in enumerate(values.values())
+                  if item in per_item and np.isfinite(float(per_item[item]))]  # fmt: skip
+        if len(points) > 1:
+            draw.line(points, fill=(160, 160, 160), width=1)
+        for i, per_item in enumerate(values.values()):
+            if item in per_item and np.isfinite(float(per_item[item])):
+                x, y = position(i_item, i, float(per_item[item]))
+                draw.ellipse([x - 4, y - 4, x + 4, y + 4], fill=_SERIES_COLORS[i], outline=(0, 0, 0))
+    for i, name in enumerate(values):
+        color = _SERIES_COLORS[i]
+        draw.ellipse([right + 14, top + 4 + 16 * i, right + 22, top + 12 + 16 * i], fill=color, outline=(0, 0, 0))
+        draw.text((right + 30, top + 2 + 16 * i), _fit_text(draw, name, font, width - right - 34), fill=_TEXT_COLOR,
+                  font=font)  # fmt: skip
     return np.asarray(image)
 
 

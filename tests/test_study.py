@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from PIL import Image
 
 from monai_dafgan.__main__ import main
 from monai_dafgan.data import make_toy_consep
@@ -68,6 +69,9 @@ def test_study_trains_evaluates_and_reports(study):
     table = (out / "table1.md").read_text()
     assert "| real+DAFF-GAN |" in table and "Paired differences to `real`" in table
     assert "### Evaluation set `holdout`" in table
+    assert summary["tile_plot"] == "table1_holdout.png" and "(table1_holdout.png)" in table
+    with Image.open(out / "table1_holdout.png") as picture:
+        assert picture.size == (720, 3 * 240)  # PQ, AJI and Dice panels
 
 
 def test_study_reuses_what_exists(study, capsys):

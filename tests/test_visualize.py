@@ -13,6 +13,7 @@ from monai_dafgan.visualize import (
     instance_boundaries,
     legend_strip,
     overlay_nuclei,
+    paired_dot_plot,
     save_png,
     to_rgb_uint8,
     type_map_to_rgb,
@@ -132,3 +133,30 @@ def test_save_png_round_trip(tmp_path):
     with Image.open(save_png(rgb.transpose(2, 0, 1).astype(np.float32), tmp_path / "chw.png")) as img:
         np.testing.assert_array_equal(np.asarray(img), rgb)
     assert sorted(p.name for p in (tmp_path / "new" / "folder").iterdir()) == ["rgb.png"]  # no temporary file left
+
+
+def _dot_rows(plot, color, columns):
+    """Mean row of the pixels of one colour within a column range (a condition's dot on one item)."""
+    rows, _ = np.nonzero(np.all(plot[:, columns[0] : columns[1]] == color, axis=-1))
+    return rows.mean() if len(rows) else None
+
+
+def test_paired_dot_plot_places_each_condition_by_value():
+    width = 720
+    plot = paired_dot_plot({"real": {"t1": 0.2, "t2": 0.8}, "synthetic": {"t1": 0.5, "t2": 0.5, "t3": float("nan")}},
+                           width=width, title="pq")  # fmt: skip
+    assert plot.shape == (240, width, 3) and plot.dtype == np.uint8
+    left, right = 56, width - 170  # the plot area; the legend lies right of it
+    third = (right - left) // 3
+    blue, red = (31, 119, 180), (214, 39, 40)
+    t1, t2, t3 = [(left + i * third, left + (i + 1) * third) for i in range(3)]
+    # image rows grow downwards: a larger value is a smaller row
+    assert _dot_rows(plot, blue, t1) > _dot_rows(plot, red, t1)
+    assert _dot_rows(plot, blue, t2) < _dot_rows(plot, red, t2)
+    assert _dot_rows(plot, blue, t3) is None and _dot_rows(plot, red, t3) is None  # absent and NaN: no dot
+    assert _dot_rows(plot, blue, (right, width)) is not None  # legend entries
+    with pytest.raises(ValueError, match="at least one"):
+        paired_dot_plot({})
+    with pytest.raises(ValueError, match="at most 8"):
+        paired_dot_plot({str(i): {"t": 0.5} for i in range(9)})
+    assert paired_dot_plot({"real": {"t1": float("nan")}}).shape == (240, 720, 3)  # nothing finite: "no data"
