@@ -53,7 +53,7 @@ from monai_dafgan.synthesis.bundle import (
     synthesis_fingerprint,
 )
 from monai_dafgan.utils import atomic_write, set_config_values
-from monai_dafgan.visualize import paired_dot_plot, save_png
+from monai_dafgan.visualize import MAX_DOT_PLOT_SERIES, paired_dot_plot, save_png
 
 __all__ = [
     "GENERATOR_BUNDLES",
@@ -65,6 +65,7 @@ __all__ = [
     "run_study",
     "set_config_values",
     "summarize_study",
+    "tile_plot",
 ]
 
 #: the two generator bundles a synthetic condition trains
@@ -437,7 +438,11 @@ def run_study(protocol: Mapping, out: str | os.PathLike) -> dict:
     }
     for s in sets:
         picture = f"table1_{_slug(s['name'])}.png"
-        save_png(tile_plot(results[s["name"]]), out / picture)
+        plot = tile_plot(results[s["name"]])
+        if plot is None:
+            print(f"{picture} not drawn: {len(conditions)} conditions, the picture tells {MAX_DOT_PLOT_SERIES} apart")
+            continue
+        save_png(plot, out / picture)
         report["evaluation_sets"][s["name"]]["tile_plot"] = picture
     atomic_write(out / "table1.json", lambda f: f.write(json.dumps(report, indent=2).encode()))
     markdown = format_study(report)
@@ -492,17 +497,21 @@ def summarize_study(results: Mapping[str, Sequence[Mapping]], protocol: Mapping)
     }
 
 
-TILE_PLOT_METRICS = ("pq", "aji", "dice")
+_TILE_PLOT_METRICS = ("pq", "aji", "dice")
 
 
 def tile_plot(results: Mapping[str, Sequence[Mapping]]):
     """One evaluation set's per-tile picture: for PQ, AJI and Dice, each condition's seed-averaged value on every
-    evaluated tile, a tile's conditions joined by a line (the paired comparison, seen), as (H, W, 3) uint8.
+    evaluated tile, a tile's conditions joined by a line (the paired comparison, seen), as (H, W, 3) uint8; None
+    when there are more conditions than the picture tells apart (:data:`MAX_DOT_PLOT_SERIES`).
     ``results``: condition -> one evaluation result (with ``tiles``) per seed."""
     import numpy as np
 
+    if len(results) > MAX_DOT_PLOT_SERIES:
+        return None
+    seeds = len(next(iter(results.values())))
     panels = []
-    for key in TILE_PLOT_METRICS:
+    for key in _TILE_PLOT_METRICS:
         per_condition = {}
         for name, runs in results.items():
             tiles = [tile["name"] for tile in runs[0]["tiles"]]
@@ -510,7 +519,6 @@ def tile_plot(results: Mapping[str, Sequence[Mapping]]):
                 tile: float(np.mean([next(t[key] for t in run["tiles"] if t["name"] == tile) for run in runs]))
                 for tile in tiles
             }
-        seeds = len(next(iter(results.values())))
         panels.append(paired_dot_plot(per_condition, title=f"{key} per tile (mean of {seeds} seed(s))"))
     return np.concatenate(panels, axis=0)
 

@@ -22,6 +22,7 @@ from .data.types import NUM_TYPES, TYPE_COLORS, TYPE_NAMES, require_type_range
 from .utils import atomic_write
 
 __all__ = [
+    "MAX_DOT_PLOT_SERIES",
     "dataset_overview",
     "image_grid",
     "instance_boundaries",
@@ -366,6 +367,10 @@ def line_plot(
     return np.asarray(image)
 
 
+#: How many conditions :func:`paired_dot_plot` tells apart (one palette colour each).
+MAX_DOT_PLOT_SERIES = len(_SERIES_COLORS)
+
+
 def paired_dot_plot(
     values: Mapping[str, Mapping[str, float]], width: int = 720, height: int = 240, title: str = ""
 ) -> np.ndarray:
@@ -383,8 +388,8 @@ def paired_dot_plot(
     """
     if not values:
         raise ValueError("paired_dot_plot needs at least one condition.")
-    if len(values) > len(_SERIES_COLORS):
-        raise ValueError(f"paired_dot_plot draws at most {len(_SERIES_COLORS)} conditions, got {len(values)}.")
+    if len(values) > MAX_DOT_PLOT_SERIES:
+        raise ValueError(f"paired_dot_plot draws at most {MAX_DOT_PLOT_SERIES} conditions, got {len(values)}.")
     image = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(image)
     font = _font()

@@ -12,7 +12,7 @@ from PIL import Image
 
 from monai_dafgan.__main__ import main
 from monai_dafgan.data import make_toy_consep
-from monai_dafgan.study import load_protocol, set_config_values
+from monai_dafgan.study import load_protocol, set_config_values, tile_plot
 from monai_dafgan.synthesis import synthesis_weight_files
 
 MICRO = {
@@ -224,3 +224,12 @@ def test_mixing_ratio_sweep_adds_runs_to_the_study(study, capsys):
     protocol.write_text(protocol.read_text().replace("synthetic_ratio: 2", "synthetic_ratio: -1"))
     with pytest.raises(ValueError, match="synthetic_ratio -1; give a number >= 0"):
         load_protocol(protocol)
+
+
+def test_tile_plot_draws_each_metric_and_declines_too_many_conditions():
+    def run(pq):
+        return {"tiles": [{"name": t, "pq": v, "aji": v, "dice": v} for t, v in zip(("a", "b"), pq)]}
+
+    results = {"real": [run((0.2, 0.4)), run((0.4, 0.4))], "real+synthetic": [run((0.5, 0.1)), run((0.5, 0.3))]}
+    assert tile_plot(results).shape == (3 * 240, 720, 3)  # PQ, AJI and Dice panels
+    assert tile_plot({f"c{i}": [run((0.1, 0.2))] for i in range(9)}) is None  # 9 colours cannot be told apart
