@@ -418,14 +418,12 @@ def paired_dot_plot(
         label = _fit_text(draw, item, font, int(column))
         draw.text((left + column * (i_item + 0.5) - _text_size(draw, label, font)[0] / 2, bottom + 6), label,
                   fill=_TEXT_COLOR, font=font)  # fmt: skip
-        points = [position(i_item, i, float(per_item[item])) for i, per_item in enumerate(values.values())
-                  if item in per_item and np.isfinite(float(per_item[item]))]  # fmt: skip
-        if len(points) > 1:
-            draw.line(points, fill=(160, 160, 160), width=1)
-        for i, per_item in enumerate(values.values()):
-            if item in per_item and np.isfinite(float(per_item[item])):
-                x, y = position(i_item, i, float(per_item[item]))
-                draw.ellipse([x - 4, y - 4, x + 4, y + 4], fill=_SERIES_COLORS[i], outline=(0, 0, 0))
+        dots = [(i, position(i_item, i, float(per_item[item]))) for i, per_item in enumerate(values.values())
+                if item in per_item and np.isfinite(float(per_item[item]))]  # fmt: skip
+        if len(dots) > 1:
+            draw.line([point for _, point in dots], fill=(160, 160, 160), width=1)
+        for i, (x, y) in dots:
+            draw.ellipse([x - 4, y - 4, x + 4, y + 4], fill=_SERIES_COLORS[i], outline=(0, 0, 0))
     for i, name in enumerate(values):
         color = _SERIES_COLORS[i]
         draw.ellipse([right + 14, top + 4 + 16 * i, right + 22, top + 12 + 16 * i], fill=color, outline=(0, 0, 0))
