@@ -323,6 +323,18 @@ def render_tensor(x, kind: str = "image", value_range: tuple[float, float] = (-1
 _SERIES_COLORS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 103, 189), (140, 86, 75), (227, 119, 194), (127, 127, 127)]
 
 
+def _draw_frame(draw: ImageDraw.ImageDraw, font, box: tuple[float, float, float, float], title: str,
+                y_range: tuple[float, float] | None = None) -> None:  # fmt: skip
+    """The plot box, the title above it and, given a y range, its extremes labelled at the left."""
+    left, top, right, bottom = box
+    draw.rectangle([left, top, right, bottom], outline=(0, 0, 0))
+    if title:
+        draw.text((left, 4), title, fill=_TEXT_COLOR, font=font)
+    if y_range is not None:
+        draw.text((4, top - 2), f"{y_range[1]:.3g}", fill=_TEXT_COLOR, font=font)
+        draw.text((4, bottom - 10), f"{y_range[0]:.3g}", fill=_TEXT_COLOR, font=font)
+
+
 def line_plot(
     series: dict[str, tuple[np.ndarray, np.ndarray]], width: int = 720, height: int = 360, title: str = "", smooth: int = 1
 ) -> np.ndarray:
@@ -344,13 +356,9 @@ def line_plot(
     x_lo, x_hi = min(x.min() for x in xs), max(x.max() for x in xs)
     y_lo, y_hi = min(f.min() for f in finite if len(f)), max(f.max() for f in finite if len(f))
     x_hi, y_hi = (x_hi if x_hi > x_lo else x_lo + 1), (y_hi if y_hi > y_lo else y_lo + 1)
-    draw.rectangle([left, top, right, bottom], outline=(0, 0, 0))
-    draw.text((4, top - 2), f"{y_hi:.3g}", fill=_TEXT_COLOR, font=font)
-    draw.text((4, bottom - 10), f"{y_lo:.3g}", fill=_TEXT_COLOR, font=font)
+    _draw_frame(draw, font, (left, top, right, bottom), title, (y_lo, y_hi))
     draw.text((left, bottom + 6), f"{x_lo:.0f}", fill=_TEXT_COLOR, font=font)
     draw.text((right - 30, bottom + 6), f"{x_hi:.0f}", fill=_TEXT_COLOR, font=font)
-    if title:
-        draw.text((left, 4), title, fill=_TEXT_COLOR, font=font)
     for i, (name, (x, y)) in enumerate(series.items()):
         color = _SERIES_COLORS[i % len(_SERIES_COLORS)]
         x, y = np.asarray(x, float), np.asarray(y, float)
@@ -363,7 +371,8 @@ def line_plot(
         if len(points) > 1:
             draw.line(points, fill=color, width=2)
         draw.line([(right + 10, top + 8 + 16 * i), (right + 30, top + 8 + 16 * i)], fill=color, width=3)
-        draw.text((right + 36, top + 2 + 16 * i), name, fill=_TEXT_COLOR, font=font)
+        draw.text((right + 36, top + 2 + 16 * i), _fit_text(draw, name, font, width - right - 40), fill=_TEXT_COLOR,
+                  font=font)  # fmt: skip
     return np.asarray(image)
 
 
@@ -396,17 +405,14 @@ def paired_dot_plot(
     left, right, top, bottom = 56, width - 170, 24, height - 28
     items = list(dict.fromkeys(item for per_item in values.values() for item in per_item))
     finite = [float(v) for per_item in values.values() for v in per_item.values() if np.isfinite(float(v))]
-    draw.rectangle([left, top, right, bottom], outline=(0, 0, 0))
-    if title:
-        draw.text((left, 4), title, fill=_TEXT_COLOR, font=font)
     if not items or not finite:
+        _draw_frame(draw, font, (left, top, right, bottom), title)
         draw.text((left + 6, top + 6), "no data", fill=_TEXT_COLOR, font=font)
         return np.asarray(image)
     y_lo, y_hi = min(finite), max(finite)
     pad = 0.08 * (y_hi - y_lo) if y_hi > y_lo else 0.05
     y_lo, y_hi = y_lo - pad, y_hi + pad
-    draw.text((4, top - 2), f"{y_hi:.3g}", fill=_TEXT_COLOR, font=font)
-    draw.text((4, bottom - 10), f"{y_lo:.3g}", fill=_TEXT_COLOR, font=font)
+    _draw_frame(draw, font, (left, top, right, bottom), title, (y_lo, y_hi))
     column = (right - left) / len(items)
     spread = min(column * 0.5, 12.0 * len(values))
 

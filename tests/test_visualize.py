@@ -12,6 +12,7 @@ from monai_dafgan.visualize import (
     image_grid,
     instance_boundaries,
     legend_strip,
+    line_plot,
     overlay_nuclei,
     paired_dot_plot,
     save_png,
@@ -160,3 +161,18 @@ def test_paired_dot_plot_places_each_condition_by_value():
     with pytest.raises(ValueError, match="at most 8"):
         paired_dot_plot({str(i): {"t": 0.5} for i in range(9)})
     assert paired_dot_plot({"real": {"t1": float("nan")}}).shape == (240, 720, 3)  # nothing finite: "no data"
+
+
+def test_line_plot_draws_each_series_and_keeps_long_names_inside():
+    width, height = 720, 360
+    long_name = "generator feature-matching loss of the multiscale discriminator " * 2
+    plot = line_plot({"rising": (np.arange(10), np.arange(10.0)), long_name: (np.arange(10), 9.0 - np.arange(10.0))},
+                     width=width, height=height, title="losses")  # fmt: skip
+    assert plot.shape == (height, width, 3) and plot.dtype == np.uint8
+    blue, red = (31, 119, 180), (214, 39, 40)
+    left, right = 56, width - 150  # the plot area; the legend lies right of it
+    first_fifth = (left, left + (right - left) // 5)
+    # image rows grow downwards: the rising series starts low (a large row), the falling one high
+    assert _dot_rows(plot, blue, first_fifth) > _dot_rows(plot, red, first_fifth)
+    assert (plot[:, -3:] == 255).all()  # the long legend name is shortened, not cut off at the image's edge
+    assert line_plot({"empty": (np.array([]), np.array([]))}).shape == (360, 720, 3)  # "no data"
