@@ -227,6 +227,7 @@ class _Runner:
         self.logs.mkdir(parents=True, exist_ok=True)
         self.device_override = {} if device is None else {"device": f"$torch.device('{device}')"}
         self.environment = {**os.environ, **{k: str(v) for k, v in environment.items()}}
+        self.told_where_logs_are = False
 
     def bundle(self, step: str, bundle: Path, run_id: str, config: str, overrides: Mapping[str, Any]) -> float:
         """Run one bundle config in its own process; returns its wall-clock minutes."""
@@ -239,6 +240,10 @@ class _Runner:
         for key, value in {**overrides, **self.device_override}.items():
             command += [f"--{key}", _cli_value(value)]
         log = self.logs / f"{step}.log"
+        if not self.told_where_logs_are:
+            # a step trains for up to hours in a child process: its progress bar is in its log, not here
+            print(f"  (each step's progress: {self.logs}/<step>.log)", flush=True)
+            self.told_where_logs_are = True
         print(f"  {step} ... ", end="", flush=True)
         start = time.perf_counter()
         with open(log, "w") as stream:

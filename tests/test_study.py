@@ -214,6 +214,7 @@ def test_mixing_ratio_sweep_adds_runs_to_the_study(study, capsys):
     assert main(["table1", "--protocol", str(protocol), "--out", str(study / "out")]) == 0
     printed = capsys.readouterr().out
     assert printed.count(" ... ") == 2 and "real_daff_gan_x2_seed0_train ... " in printed  # train and evaluate only
+    assert printed.count("each step's progress: ") == 1 and str(study / "out" / "logs") in printed
     assert "--synthetic_ratio 2.0" in (study / "out" / "logs" / "real_daff_gan_x2_seed0_train.log").read_text()
     (record,) = (study / "out" / "records").glob("real_daff_gan_x2_seed0_*.json")
     hovernet = json.loads(record.read_text())["config"]["hovernet"]
