@@ -583,8 +583,8 @@ def reading(result: dict) -> str:
             + ("about as well" if scores["synthetic"]["accuracy_type"] >= 0.9 * scores["library"]["accuracy_type"]
                else "much less well")
             + f" (type accuracy of matched nuclei {scores['synthetic']['accuracy_type']:.3f} vs "
-            f"{scores['library']['accuracy_type']:.3f} on library patches). A weak segmenter finds round, isolated "
-            "blobs easily, so detection agreement says less about realism than type agreement does."
+            f"{scores['library']['accuracy_type']:.3f} on library patches). Round, isolated blobs are easy to find "
+            "for any segmenter, so detection agreement says less about realism than type agreement does."
         ))
     return "\n".join(lines)
 
