@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.io
@@ -207,6 +209,14 @@ def test_file_lists_and_monai_dataset(tmp_path):
     (tmp_path / "Train" / "Labels" / "train_2.mat").unlink()
     with pytest.raises(NucleiDataError, match="no label file for 1 image.*train_2.png"):
         consep_file_list(tmp_path, "Train")
+    # other datasets in CoNSeP layout keep their label format; a .mat wins over an instance image of the same stem
+    np.save(tmp_path / "Train" / "Labels" / "train_2.npy", np.stack([INST, 2 * (INST > 0)], axis=-1))
+    Image.fromarray(INST.astype(np.uint16)).save(tmp_path / "Train" / "Labels" / "train_1.png")
+    files = consep_file_list(tmp_path, "Train")
+    assert [Path(f["label"]).name for f in files] == ["train_1.mat", "train_2.npy", "train_10.mat"]
+    sample = LoadNucleiSampled()(files[1])
+    inst, types = sample["label_inst"][0].numpy(), sample["label_type"][0].numpy()
+    assert np.array_equal(inst > 0, INST > 0) and inst.max() == 3 and set(np.unique(types[inst > 0])) == {2}
     with pytest.raises(NucleiDataError, match="split folder not found.*Train"):
         consep_file_list(tmp_path, "Test")
 

@@ -104,12 +104,13 @@ def nuclei_file_list(
 
 def consep_file_list(root: str | os.PathLike, split: str = "Train", type_scheme: TypeScheme = "auto") -> list[dict]:
     """File dicts of a dataset in CoNSeP layout: ``root/<split>/Images/*.png`` and ``root/<split>/Labels/*.mat``;
-    see :func:`nuclei_file_list`."""
+    see :func:`nuclei_file_list`. Labels in the other formats it reads (``.npy``, 16-bit ``.png``/``.tif``
+    instance maps) are paired too, a ``.mat`` first when a stem has both, so other datasets need no conversion."""
     split_dir = Path(root) / split
     if not split_dir.is_dir():
         found = sorted(p.name for p in Path(root).iterdir() if p.is_dir()) if Path(root).is_dir() else []
         raise NucleiDataError(split_dir, f"split folder not found (folders in {root}: {found}).")
-    return nuclei_file_list(split_dir / "Images", split_dir / "Labels", (".mat",), type_scheme)
+    return nuclei_file_list(split_dir / "Images", split_dir / "Labels", LABEL_SUFFIXES, type_scheme)
 
 
 def dataset_type_scheme(
