@@ -1,5 +1,6 @@
 """Benchmark scripts that are not run by hand often still run: the GPU benchmark's quick CPU mode and the sharded
-synthesis benchmark at a few samples, the generator-against-pix2pixHD benchmark at toy sizes, end to end."""
+synthesis benchmark at a few samples, the generator-against-pix2pixHD benchmark at toy sizes, and the synthesis
+fidelity benchmark on real CoNSeP tiles with the shipped generators, end to end."""
 
 from __future__ import annotations
 
@@ -71,3 +72,35 @@ def test_generator_reference_benchmark_matches_pix2pixhd_and_times_both_allocato
     for row in result["rows"]:
         for allocator in ("glibc default", "glibc tuned"):
             assert row[allocator]["package"]["cpu_s"] > 0 and row[allocator]["package_over_reference"] > 0
+
+
+def test_synthesis_fidelity_benchmark_on_real_tiles_with_the_shipped_generators(
+    consep_dir, tmp_path, monkeypatch, single_thread
+):
+    from monai_dafgan.segmentation import ResNetHoVerNet
+
+    bench = _load_script("bench_synthesis_fidelity", monkeypatch)
+    segmenter = tmp_path / "segmenter.pt"  # untrained: what is checked is that section 5 runs and is reported
+    torch.manual_seed(0)
+    torch.save(ResNetHoVerNet("resnet18").state_dict(), segmenter)
+    models = REPO / "bundles" / "dafgan_nuclei_synthesis" / "models"
+    monkeypatch.setenv("CONSEP_DIR", str(consep_dir))
+    monkeypatch.setattr(sys, "argv", [
+        "bench_synthesis_fidelity.py", "--points-to-mask", str(models / "points_to_mask.pt"),
+        "--mask-to-image", str(models / "mask_to_image.pt"), "--point-encoding", "ellipse", "--radius", "2",
+        "--num-samples", "4", "--num-segmented", "2", "--segmenter", str(segmenter), "--segmenter-note", "untrained",
+        "--out", str(tmp_path / "out"), "--tag", "t",
+    ])  # fmt: skip
+    assert bench.main() == 0
+
+    result = json.loads((tmp_path / "out" / "synthesis_fidelity_t.json").read_text())
+    assert result["holdout_tiles"] == list(bench.HOLDOUT) and result["num_synthetic"] == 4
+    assert {row["section"] for row in result["rows"]} >= {"1 morphology", "3 nuclei per patch"}
+    assert 0 < result["recovery"]["all"]["requested"] and result["synthetic_per_s"] > 0
+    scores = result["segmentation_consistency"]["scores"]
+    assert set(scores) == {"synthetic", "heldout", "library"}
+    assert all(0 <= scores[source]["dice"] <= 1 for source in scores)
+    report = (tmp_path / "out" / "synthesis_fidelity_t.md").read_text()
+    assert "**Segmentation consistency**: a HoVer-Net trained on real data only (untrained)" in report
+    assert "| 5 segmentation consistency | dice of a real-only HoVer-Net" in report and "pending" not in report
+    assert (tmp_path / "out" / "synthesis_preview_t.png").stat().st_size == result["preview"]["bytes"] > 0
