@@ -16,7 +16,9 @@ from scipy.io import loadmat
 
 from monai_dafgan.data import make_toy_consep
 from monai_dafgan.networks import DAFFGenerator
+from monai_dafgan.records import content_fingerprint
 from monai_dafgan.study import set_config_values
+from monai_dafgan.synthesis import shipped_synthesis_bundle
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "hovernet_consep_synthetic"
@@ -143,9 +145,6 @@ def test_bad_input_gives_clear_errors(trained, toy_dir, tmp_path):
                   "--split", "Train", "--ckpt_path", str(wrong), "--device", "cpu", ok=False)
     assert "its type head has 7 classes, this network 5" in output
 
-    output = _run(trained, "training", "--config_file", "configs/train.yaml", "--dataset_dir", str(toy_dir), *TINY,
-                  "--synthetic_ratio", "0.5", ok=False)
-    assert "synthesis bundle folder None not found" in output
 
 
 def test_mixing_with_a_synthesis_bundle(toy_dir, tmp_path):
@@ -159,6 +158,15 @@ def test_mixing_with_a_synthesis_bundle(toy_dir, tmp_path):
     output = _run(bundle, "training", "--config_file", "configs/train.yaml", "--dataset_dir", str(toy_dir), *TINY,
                   "--resume", "false", "--synthesis_bundle", str(three_types), "--synthetic_ratio", "1.0", ok=False)
     assert "the synthesizer makes 3 nucleus types, the model trained here expects 4" in output
+
+    # no --synthesis_bundle: the generators shipped with the package, and the log says so
+    output = _run(bundle, "training", "--config_file", "configs/train.yaml", "--dataset_dir", str(toy_dir), *TINY,
+                  "--resume", "false", "--val_interval", "0", "--synthetic_ratio", "1.0", "--synthetic_size", "64")
+    shipped = shipped_synthesis_bundle()
+    assert f"synthesizer from the synthesis bundle {shipped}: points_to_mask.pt and mask_to_image.pt" in output
+    latest = max((bundle / "runs").glob("checkpoint_*.pt"), key=lambda path: path.stat().st_mtime)
+    identity = torch.load(latest, weights_only=False)["run"]
+    assert identity["synthesis_bundle"] == content_fingerprint(shipped / "models")  # a resume checks these weights
 
 
 def test_resnet_encoder_trains_evaluates_and_refuses_another_encoder(toy_dir, tmp_path):

@@ -38,6 +38,7 @@ each ``configs/inference.yaml``, weights ``models/model.pt``).
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -76,6 +77,8 @@ __all__ = [
 
 #: Weight files of a synthesis bundle, relative to its root (see the module docstring).
 POINTS_TO_MASK_WEIGHTS, MASK_TO_IMAGE_WEIGHTS = synthesis_weight_files(baseline=False)
+
+logger = logging.getLogger(__name__)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -240,6 +243,7 @@ class NucleiSynthesizer:
             config_value(parser, "mask_to_image_weights", str(bundle / MASK_TO_IMAGE_WEIGHTS)),
         ]
         weights = [require_file(name, missing_weights_hint(bundle)) for name in names]
+        logger.info("synthesizer from the synthesis bundle %s: %s and %s.", bundle, *(Path(w).name for w in weights))
         keys = ("points_to_mask_def", "mask_to_image_def")
         networks = [load_bundle_network(parser, key, path) for key, path in zip(keys, weights)]
         for argument, key, default in (
