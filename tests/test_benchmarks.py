@@ -1,6 +1,6 @@
 """Benchmark scripts that are not run by hand often still run: the GPU benchmark's quick CPU mode and the sharded
 synthesis benchmark at a few samples, the generator-against-pix2pixHD benchmark at toy sizes, and the synthesis
-fidelity benchmark on real CoNSeP tiles with the shipped generators, end to end."""
+fidelity benchmark on real CoNSeP tiles and the CPU bf16 benchmark with the shipped generators, end to end."""
 
 from __future__ import annotations
 
@@ -104,3 +104,16 @@ def test_synthesis_fidelity_benchmark_on_real_tiles_with_the_shipped_generators(
     assert "**Segmentation consistency**: a HoVer-Net trained on real data only (untrained)" in report
     assert "| 5 segmentation consistency | dice of a real-only HoVer-Net" in report and "pending" not in report
     assert (tmp_path / "out" / "synthesis_preview_t.png").stat().st_size == result["preview"]["bytes"] > 0
+
+
+def test_cpu_bf16_benchmark_times_both_precisions_and_compares_their_samples(tmp_path, monkeypatch):
+    bench = _load_script("bench_cpu_bf16", monkeypatch)
+    output = tmp_path / "bf16.json"
+    result = bench.main(["--num-samples", "2", "--size", "64", "--rounds", "1", "--threads", "1",
+                         "--output", str(output)])  # fmt: skip
+    assert json.loads(output.read_text())["rows"] == result["rows"]
+    (row,) = result["rows"]
+    assert row["threads"] == 1 and min(row["samples_per_s"].values()) > 0
+    same = result["agreement"]
+    assert same["samples_with_the_same_instance_count"] == 1.0 and same["foreground_dice"] > 0.95
+    assert 0 < same["image_max_abs_difference"] and same["image_mean_abs_difference"] < 5

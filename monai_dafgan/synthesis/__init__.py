@@ -28,6 +28,7 @@ from .synthesizer import (
     MASK_TO_IMAGE_WEIGHTS,
     POINTS_TO_MASK_WEIGHTS,
     NucleiSynthesizer,
+    cpu_has_native_bf16,
     network_channels,
     resolve_device,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "POINTS_TO_MASK_WEIGHTS",
     "MixedNucleiDataset",
     "NucleiSynthesizer",
+    "cpu_has_native_bf16",
     "SyntheticBatchMixer",
     "SyntheticNucleiDataset",
     "SyntheticSamples",

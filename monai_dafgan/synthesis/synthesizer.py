@@ -54,7 +54,7 @@ from ..data.pairs import POINT_ENCODINGS
 from ..data.types import NUM_TYPES
 from ..points.encoding import DEFAULT_RADIUS, points_to_maps, validate_points
 from ..points.library import CentroidLibrary
-from ..utils import require_file, size_pair
+from ..utils import require_file, size_pair, to_bool
 from ..points.shapes import NucleusShapes
 from .bundle import (
     CENTROID_LIBRARY,
@@ -71,6 +71,7 @@ __all__ = [
     "MASK_TO_IMAGE_WEIGHTS",
     "POINTS_TO_MASK_WEIGHTS",
     "NucleiSynthesizer",
+    "cpu_has_native_bf16",
     "network_channels",
     "resolve_device",
 ]
@@ -79,6 +80,13 @@ __all__ = [
 POINTS_TO_MASK_WEIGHTS, MASK_TO_IMAGE_WEIGHTS = synthesis_weight_files(baseline=False)
 
 logger = logging.getLogger(__name__)
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), where bf16 autocast of the generators
+    (``NucleiSynthesizer(cpu_amp=True)``) is faster than float32; elsewhere it is emulated and slower."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -124,9 +132,14 @@ class NucleiSynthesizer:
         radius: disk radius of the point maps; must be the one G1 was trained with.
         min_area: smallest instance kept, in pixels (:func:`~monai_dafgan.synthesis.instances.recover_instances`).
         device: where the generators run (they are moved there); default CUDA when available, else the CPU.
-        amp: autocast the generators to ``amp_dtype`` on CUDA (never on the CPU).
+        amp: autocast the generators to ``amp_dtype`` on CUDA (on the CPU only with ``cpu_amp``).
         batch_size: samples per generator forward pass.
-        amp_dtype: autocast dtype on CUDA.
+        amp_dtype: autocast dtype.
+        cpu_amp: autocast on the CPU too. With bf16 on a CPU that has it natively (:func:`cpu_has_native_bf16`)
+            synthesis runs ~1.6x faster (shipped weights, 256x256, one thread of an AMX core); elsewhere bf16 is
+            emulated and slower. The arithmetic changes, not the samples' content: measured on 32 samples, the same
+            instance counts, foreground Dice 0.999 against float32, image difference 0.8 grey levels on average
+            (``benchmarks/bench_cpu_bf16.py``).
         foreground_threshold: a pixel is nucleus where G1's ``1 - p_background`` exceeds this.
         point_encoding: how G1 was trained to read points: ``"disk"`` or ``"ellipse"`` (shape-aware).
         nucleus_shapes: the shapes the ellipses are drawn from (needed by ``"ellipse"``), e.g.
@@ -151,13 +164,14 @@ class NucleiSynthesizer:
         foreground_threshold: float = 0.5,
         point_encoding: str = "disk",
         nucleus_shapes: NucleusShapes | None = None,
+        cpu_amp: bool = False,
     ):
         if num_types < 1:
             raise ValueError(f"num_types must be >= 1, got {num_types}.")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
         self.num_types, self.radius, self.min_area = int(num_types), radius, int(min_area)
-        self.amp, self.amp_dtype, self.batch_size = amp, amp_dtype, int(batch_size)
+        self.amp, self.amp_dtype, self.cpu_amp, self.batch_size = amp, amp_dtype, bool(cpu_amp), int(batch_size)
         self.foreground_threshold = foreground_threshold
         self.device = resolve_device(device)
         self.points_to_mask = points_to_mask.to(self.device).eval()
@@ -253,6 +267,7 @@ class NucleiSynthesizer:
             ("point_encoding", "point_encoding", "disk"),
         ):
             kwargs.setdefault(argument, config_value(parser, key, default))
+        kwargs.setdefault("cpu_amp", to_bool(config_value(parser, "cpu_amp", False)))
         if kwargs["point_encoding"] == "ellipse" and kwargs.get("nucleus_shapes") is None:
             library = bundle / CENTROID_LIBRARY
             if not library.is_file():
@@ -308,7 +323,8 @@ class NucleiSynthesizer:
             )
 
     def _autocast(self):
-        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp and self.device.type == "cuda")
+        enabled = self.amp and (self.device.type == "cuda" or (self.device.type == "cpu" and self.cpu_amp))
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=enabled)
 
     def _run_batched(self, network: nn.Module, inputs: np.ndarray) -> list[torch.Tensor]:
         outputs = []
