@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from monai_dafgan.engines import (
+    AutocastInferer,
     ConditionalGanTrainer,
     FreezeParameters,
     GanCheckpoint,
@@ -147,3 +148,23 @@ def test_image_grid_writes_pictures(tmp_path):
 
 def test_amp_is_off_on_cpu():
     assert _trainer(1).amp is False
+
+
+def test_autocast_inferer_runs_the_network_in_bf16_and_returns_float32():
+    torch.manual_seed(0)
+    network = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 1))
+    seen = []
+    network[2].register_forward_hook(lambda module, args, output: seen.append(output.dtype))
+    x = torch.randn(2, 3, 16, 16)
+
+    output = AutocastInferer()(x, network)
+    assert seen == [torch.bfloat16] and output.dtype == torch.float32
+    reference = network(x)
+    assert 0 < (output - reference).abs().max() < 0.1  # bf16 arithmetic, close to float32's
+    output.sum().backward()
+    assert network[0].weight.grad is not None and network[0].weight.grad.dtype == torch.float32
+
+    seen.clear()
+    assert torch.equal(AutocastInferer(enabled=False)(x, network), reference) and seen == [torch.float32]
+    wrapped = AutocastInferer()(x, lambda inputs: {"a": network(inputs), "n": torch.ones(1, dtype=torch.int64)})
+    assert wrapped["a"].dtype == torch.float32 and wrapped["n"].dtype == torch.int64

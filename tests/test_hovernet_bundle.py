@@ -159,10 +159,10 @@ def test_mixing_with_a_synthesis_bundle(toy_dir, tmp_path):
                   "--resume", "false", "--synthesis_bundle", str(three_types), "--synthetic_ratio", "1.0", ok=False)
     assert "the synthesizer makes 3 nucleus types, the model trained here expects 4" in output
 
-    # no --synthesis_bundle: the generators shipped with the package, and the log says so
+    # no --synthesis_bundle: the generators shipped with the package, and the log says so (all in bf16 here)
     output = _run(bundle, "training", "--config_file", "configs/train.yaml", "--dataset_dir", str(toy_dir), *TINY,
                   "--resume", "false", "--val_interval", "0", "--synthetic_ratio", "1.0", "--synthetic_size", "64",
-                  "--synthesis_cpu_amp", "true")
+                  "--synthesis_cpu_amp", "true", "--cpu_amp", "true")
     shipped = shipped_synthesis_bundle()
     assert f"synthesizer from the synthesis bundle {shipped}: points_to_mask.pt and mask_to_image.pt" in output
     latest = max((bundle / "runs").glob("checkpoint_*.pt"), key=lambda path: path.stat().st_mtime)

@@ -15,11 +15,13 @@ from .handlers import (
     latest_checkpoint,
     loss_terms,
 )
+from .inferers import AutocastInferer
 from .schedules import LinearDecayLR, TwoStageStepLR, hovernet_lr_scheduler, restore_lr_schedule
 from .trainer import ConditionalGanTrainer, GanOutputKeys, prepare_condition_batch, require_batches
 from ..utils import require_file, unwrap  # for the bundle configs and the engines' users
 
 __all__ = [
+    "AutocastInferer",
     "CheckpointError",
     "ConditionalGanTrainer",
     "FreezeParameters",
