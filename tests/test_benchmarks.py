@@ -109,11 +109,12 @@ def test_synthesis_fidelity_benchmark_on_real_tiles_with_the_shipped_generators(
 def test_cpu_bf16_benchmark_times_both_precisions_and_compares_their_samples(tmp_path, monkeypatch):
     bench = _load_script("bench_cpu_bf16", monkeypatch)
     output = tmp_path / "bf16.json"
-    result = bench.main(["--num-samples", "2", "--size", "64", "--rounds", "1", "--threads", "1",
-                         "--output", str(output)])  # fmt: skip
+    result = bench.main(["--num-samples", "2", "--size", "64", "--rounds", "1", "--threads", "1", "--steps", "1",
+                         "--train-batch", "1", "--output", str(output)])  # fmt: skip
     assert json.loads(output.read_text())["rows"] == result["rows"]
     (row,) = result["rows"]
     assert row["threads"] == 1 and min(row["samples_per_s"].values()) > 0
+    assert min(row["training_step_s"].values()) > 0 and row["training_fp32_over_bf16"] > 0
     same = result["agreement"]
     assert same["samples_with_the_same_instance_count"] == 1.0 and same["foreground_dice"] > 0.95
     assert 0 < same["image_max_abs_difference"] and same["image_mean_abs_difference"] < 5
