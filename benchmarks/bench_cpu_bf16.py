@@ -54,8 +54,8 @@ def agreement(reference: list[dict], other: list[dict]) -> dict:
         inst_a, inst_b = np.asarray(a["label_inst"][0]), np.asarray(b["label_inst"][0])
         same_count += int(inst_a.max() == inst_b.max())
         fa, fb = inst_a > 0, inst_b > 0
-        overlap, foreground = overlap + 2 * int((fa & fb).sum()), foreground + int(fa.sum() + fb.sum())
         on_both = fa & fb
+        overlap, foreground = overlap + 2 * int(on_both.sum()), foreground + int(fa.sum() + fb.sum())
         type_same += int((np.asarray(a["label_type"][0])[on_both] == np.asarray(b["label_type"][0])[on_both]).sum())
         both += int(on_both.sum())
         difference = np.abs(np.asarray(a["image"], np.float64) - np.asarray(b["image"], np.float64))

@@ -136,7 +136,7 @@ class NucleiSynthesizer:
         batch_size: samples per generator forward pass.
         amp_dtype: autocast dtype.
         cpu_amp: autocast on the CPU too. With bf16 on a CPU that has it natively (:func:`cpu_has_native_bf16`)
-            synthesis runs ~1.6x faster (shipped weights, 256x256, one thread of an AMX core); elsewhere bf16 is
+            synthesis runs 1.6-1.7x faster (shipped weights, 256x256, one or two AMX cores); elsewhere bf16 is
             emulated and slower. The arithmetic changes, not the samples' content: measured on 32 samples, the same
             instance counts, foreground Dice 0.999 against float32, image difference 0.8 grey levels on average
             (``benchmarks/bench_cpu_bf16.py``).
